@@ -1,0 +1,81 @@
+"""The ``kopir`` command line: argparse subcommands, one clear line per error, exit codes.
+
+Exit codes: 0 success or valid; 1 invalid or failed (the reason on stderr); 2 usage or config
+error. With ``--json`` the result is one JSON object on stdout, failures included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import signing
+from kopir import logcmd, signcmd, trustcmd
+from kopir.config import ConfigError, load_config
+from kopir.output import EXIT_USAGE, CommandFailed, emit
+
+EXAMPLES = """\
+examples:
+  kopir keys generate --name alice --out keys
+  kopir trust init --out trust.json --key keys/alice.pub --sign keys/alice.key
+  kopir sign link 'tg://proxy?server=relay.example&port=443&secret=...' --key keys/alice.key
+  kopir verify link 'https://t.me/proxy?...&sig=...' --trust trust.json
+  kopir run -c config.example.toml
+"""
+
+
+def run_main(args: argparse.Namespace) -> int:
+    from kopir.runner import run
+
+    config = load_config(Path(args.config))
+    return asyncio.run(run(config, once=args.once))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(
+        prog="kopir",
+        description="kopir: signed Telegram proxy lists for people whose mobile data is cut.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="the main job (see README)")
+    run.add_argument("-c", "--config", default="config.toml", help="config file (TOML)")
+    run.add_argument("--once", action="store_true", help="do one round and exit")
+    run.set_defaults(func=run_main)
+    signcmd.add_parsers(sub, common)
+    trustcmd.add_parsers(sub, common)
+    logcmd.add_parsers(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    try:
+        code: int = args.func(args)
+        return code
+    except CommandFailed as exc:
+        return _fail(as_json, str(exc), exc.code, exc.data)
+    except ConfigError as exc:
+        return _fail(as_json, str(exc), EXIT_USAGE, {})
+    except signing.SigningError as exc:
+        return _fail(as_json, str(exc), 1, {})
+    except KeyboardInterrupt:
+        return _fail(as_json, "interrupted", 130, {})
+
+
+def _fail(as_json: bool, message: str, code: int, data: dict[str, object]) -> int:
+    if as_json:
+        emit(True, "", {"error": message, **data})
+    print(f"kopir: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

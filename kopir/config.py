@@ -1,0 +1,155 @@
+"""Configuration: TOML read with ``tomllib`` into typed, frozen dataclasses (DESIGN.md §8).
+
+Every section is a dataclass; a field's annotation says what the key must hold. The loader walks
+the TOML tables against those dataclasses, so an unknown key, a wrong type or a bad duration is
+reported as one line naming the file, the key and what was expected (``ConfigError``), and the
+CLI exits with code 2.
+
+Relative paths are resolved against the directory of the config file (``[data] dir``) or the
+data directory (everything else), so a config can be moved with its data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+
+class ConfigError(Exception):
+    """A config file is missing, not TOML, or has a bad key. The message is one line."""
+
+
+class Duration(float):
+    """Seconds, written in TOML as a string like ``"90s"``, ``"15m"``, ``"72h"`` or ``"7d"``."""
+
+    _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    _PATTERN = re.compile(r"([0-9]+)([smhd])")
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        match = cls._PATTERN.fullmatch(text.strip())
+        if not match or int(match.group(1)) == 0:
+            raise ValueError(f'expected a duration like "90s", "15m", "72h" or "7d", got {text!r}')
+        return cls(int(match.group(1)) * cls._UNITS[match.group(2)])
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: Path = Path("data")
+    """Where kopir keeps keys, lists, the log and state; relative to the config file."""
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    key: Path = Path("keys/publisher.key")
+    """The online signing key (minisign secret key); relative to the data dir."""
+    trust: Path = Path("trust.json")
+    """The trust root this publisher works under; relative to the data dir."""
+    link_expiry: Duration = Duration(72 * 3600)
+    link_scheme: Literal["tme", "tg"] = "tme"
+    """``tme`` (https://t.me/..., tappable in SMS apps) or ``tg`` (tg://..., for QR codes)."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    dir: Path = Path("log")
+    """The transparency log directory; relative to the data dir."""
+    origin: str = "kopir.example/log"
+    """The log's name in checkpoints; also its note key name."""
+    key: Path | None = None
+    """The log's secret key; by default ``log.key`` inside the log directory."""
+    checkpoint_interval: Duration = Duration(3600)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path = field(default=Path("config.toml"), metadata={"internal": True})
+    data: DataConfig = field(default_factory=DataConfig)
+    signing: SigningConfig = field(default_factory=SigningConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.path.parent / self.data.dir).resolve()
+
+    def in_data(self, path: Path) -> Path:
+        return self.data_dir / path
+
+
+def load_config(path: Path) -> Config:
+    """Read and check a config file; raise ``ConfigError`` with one clear line on any problem."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config: Config = _build(Config, raw, path, "")
+    return dataclasses.replace(config, path=path.resolve())
+
+
+def _build(cls: type[Any], table: dict[str, Any], path: Path, prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{path}: unknown key {_show(name)}; expected one of: {known}")
+        values[key] = _convert(hints[key], value, path, name)
+    return cls(**values)
+
+
+def _show(name: str) -> str:
+    section, _, key = name.rpartition(".")
+    return f"[{section}] {key}" if section else key
+
+
+def _convert(kind: Any, value: Any, path: Path, name: str) -> Any:
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {name} must be a table [{name}]")
+        return _build(kind, value, path, f"{name}.")
+    origin = get_origin(kind)
+    if origin is Literal:
+        choices = get_args(kind)
+        if value not in choices:
+            allowed = " or ".join(repr(c) for c in choices)
+            raise ConfigError(f"{path}: {_show(name)} must be {allowed}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(kind) if a is not type(None)]
+        return _convert(options[0], value, path, name)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {_show(name)} must be a list")
+        (item,) = get_args(kind)
+        return [_convert(item, v, path, f"{name}[{i}]") for i, v in enumerate(value)]
+    return _scalar(kind, value, path, name)
+
+
+def _scalar(kind: Any, value: Any, path: Path, name: str) -> Any:
+    expected = {str: "a string", int: "a whole number", bool: "true or false", Path: "a path"}
+    if kind is Duration:
+        if not isinstance(value, str):
+            raise ConfigError(f'{path}: {_show(name)} must be a duration string like "72h"')
+        try:
+            return Duration.parse(value)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {_show(name)}: {exc}") from None
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    python_kind = str if kind is Path else kind
+    if isinstance(value, python_kind) and not (isinstance(value, bool) and kind is not bool):
+        return Path(value) if kind is Path else value
+    what = expected.get(kind, getattr(kind, "__name__", str(kind)))
+    raise ConfigError(f"{path}: {_show(name)} must be {what}, got {value!r}")

@@ -1,0 +1,1 @@
+"""proxylist: not built yet (see the project's issues)."""

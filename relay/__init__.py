@@ -1,0 +1,1 @@
+"""relay: not built yet (see the project's issues)."""

@@ -1,0 +1,1 @@
+"""smsgw: not built yet (see the project's issues)."""

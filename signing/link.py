@@ -27,7 +27,8 @@ import binascii
 import calendar
 import ipaddress
 import time
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from cryptography.exceptions import InvalidSignature
@@ -51,19 +52,25 @@ _SCHEMES = {"tme": "https://t.me/", "tg": "tg://"}
 _PROXY_PARAMS = frozenset({"server", "port", "secret", "kid", "exp", "sig"})
 _SOCKS_PARAMS = frozenset({"server", "port", "user", "pass", "kid", "exp", "sig"})
 _HEX = frozenset("0123456789abcdefABCDEF")
+_LOWER_HEX = frozenset("0123456789abcdef")
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _HOST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-:[]_")
 _DOMAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-")
 MAX_LINK_LENGTH = 2048
+# base64 to unpadded base64url in one pass (a 64-byte signature leaves exactly two '=').
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _malformed(what: str) -> VerificationError:
     return VerificationError("malformed", what)
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
-    """A parsed proxy link, signed or not."""
+class Link(NamedTuple):
+    """A parsed proxy link, signed or not.
+
+    An immutable record like our frozen dataclasses, but a NamedTuple: it is built twice per
+    signed link, and a frozen dataclass's ``__init__`` costs a few microseconds each time.
+    """
 
     type: str
     """``proxy`` (MTProto) or ``socks``."""
@@ -160,6 +167,14 @@ def _port(value: str | None) -> int:
     return port
 
 
+def _secret_hex(value: str | None) -> str:
+    """The secret in canonical lower-case hex, whichever encoding the link used."""
+    if value and len(value) % 2 == 0 and _LOWER_HEX.issuperset(value):
+        check_secret(bytes.fromhex(value))  # already canonical: no re-encoding needed
+        return value
+    return decode_secret(value).hex()
+
+
 def decode_secret(value: str | None) -> bytes:
     """A proxy secret in hex or base64url, checked to be one of Telegram's three kinds."""
     if not value:
@@ -204,13 +219,14 @@ def parse_link(url: str) -> Link:
     kind, params = _query(url.strip())
     server = _server(params.get("server"))
     port = _port(params.get("port"))
-    secret = decode_secret(params.get("secret")).hex() if kind == "proxy" else _socks_auth(params)
-    signed = [params.get(p) for p in ("kid", "exp", "sig")]
-    if any(v is not None for v in signed) and not all(signed):
+    secret = _secret_hex(params.get("secret")) if kind == "proxy" else _socks_auth(params)
+    kid, exp, sig = params.get("kid"), params.get("exp"), params.get("sig")
+    if kid is None and exp is None and sig is None:
+        return Link(kind, server, port, secret)
+    if kid is None or exp is None or sig is None:
         raise _malformed("kid, exp and sig must all be present")
-    link = Link(kind, server, port, secret, *signed)
-    if link.sig is not None:
-        _check_signed_fields(link)
+    link = Link(kind, server, port, secret, kid, exp, sig)
+    _check_signed_fields(link)
     return link
 
 
@@ -242,8 +258,13 @@ def _exp_time(exp: str) -> float:
 
 def format_exp(ts: float) -> str:
     """The ``exp`` value for a Unix time, rounded up to the next whole hour."""
-    hour = -(-int(ts) // 3600) * 3600
-    return time.strftime("%Y%m%d%H", time.gmtime(hour))
+    return _format_hour(-(-int(ts) // 3600))
+
+
+@lru_cache(maxsize=64)
+def _format_hour(hours: int) -> str:
+    # A campaign signs thousands of links with the same expiry hour: format it once.
+    return time.strftime("%Y%m%d%H", time.gmtime(hours * 3600))
 
 
 def sign_link(link: Link | str, key: SecretKey, expires_at: float) -> Link:
@@ -252,7 +273,7 @@ def sign_link(link: Link | str, key: SecretKey, expires_at: float) -> Link:
     kid, exp = link_kid(key.key_id), format_exp(expires_at)
     unsigned = Link(base.type, base.server, base.port, base.secret, kid, exp)
     signature = key.signer.sign(unsigned.message())
-    sig = base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
+    sig = binascii.b2a_base64(signature, newline=False).translate(_URLSAFE, b"=").decode("ascii")
     return Link(base.type, base.server, base.port, base.secret, kid, exp, sig)
 
 

@@ -22,7 +22,7 @@ import base64
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from signing.canonical import (
@@ -114,6 +114,7 @@ class TrustRoot:
         return replace(self, keys=keys)
 
 
+@lru_cache(maxsize=256)
 def link_kid(key_id: bytes) -> str:
     """The ``kid`` parameter of a signed link: base64url of the key id, unpadded."""
     return base64.urlsafe_b64encode(key_id).rstrip(b"=").decode("ascii")

@@ -14,13 +14,20 @@ from signing import note, tlog
 from signing.fileio import read_bytes, write_atomic
 
 
+DEFAULT_ORIGIN = "kopir.example/log"
+
+
 def _open(args: argparse.Namespace) -> signing.LogStore:
     return signing.LogStore(Path(args.log))
 
 
 def log_append(args: argparse.Namespace) -> int:
     key = Path(args.key) if args.key else None
-    store = signing.LogStore.open_or_create(Path(args.log), args.origin, key)
+    store = signing.LogStore.open_or_create(Path(args.log), args.origin or DEFAULT_ORIGIN, key)
+    if args.origin and args.origin != store.origin:
+        raise CommandFailed(f"{args.log} is the log {store.origin!r}, not {args.origin!r}", code=2)
+    if key and key.resolve() != store.key_path.resolve():
+        raise CommandFailed(f"{args.log} was created with the key {store.key_path}", code=2)
     files = [Path(f) for f in args.files]
     entries = [read_bytes(f, "entry") for f in files]
     results = store.append(entries)

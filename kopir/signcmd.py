@@ -95,7 +95,9 @@ def sign_link(args: argparse.Namespace) -> int:
 def sign_file(args: argparse.Namespace) -> int:
     key = signing.load_secret_key(Path(args.key))
     path = Path(args.file)
-    comment = args.trusted_comment or f"timestamp:{int(time.time())}\tfile:{path.name}\thashed"
+    # The same default as minisign: the "hashed" label only on prehashed signatures.
+    label = "" if args.legacy else "\thashed"
+    comment = args.trusted_comment or f"timestamp:{int(time.time())}\tfile:{path.name}{label}"
     if args.legacy:
         data = read_bytes(path, "file", limit=LEGACY_LIMIT)
         signature = signing.sign(key, data, comment, prehash=False)

@@ -1,28 +1,43 @@
-"""Run the real ``kopir`` command line in a subprocess, as a user would."""
+"""Run the real ``kopir`` command line in a child process, the way a person or a script would,
+so exit codes, stdout and stderr are the real ones."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 
-def kopir(
-    *args: str | Path,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    stdin: str | None = None,
-    timeout: float = 120,
+def run_kopir_process(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    input: str | None = None,
+    timeout: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {})}
+    """Run ``python -m kopir.cli ARGS...`` and return the finished process (never raises on exit).
+
+    ``env`` is added to a copy of this process's environment from which every ``KOPIR_*``
+    variable was removed, so a developer's own ``KOPIR_KEY_PASSPHRASE`` never leaks into a
+    test. The child's stdio is UTF-8 whatever the locale. Without ``input`` the child's stdin
+    is ``/dev/null``: not a terminal, so kopir never waits on a prompt.
+    """
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("KOPIR_")}
+    child_env["PYTHONIOENCODING"] = "utf-8"
+    child_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "kopir.cli", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        input=stdin,
+        [sys.executable, "-m", "kopir.cli", *(os.fspath(a) for a in args)],
+        env=child_env,
+        cwd=Path(cwd) if cwd is not None else None,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=timeout,
         check=False,
     )
+
+
+kopir = run_kopir_process

@@ -76,7 +76,7 @@ def test_verify_sms_finds_every_link_in_cyrillic_text(ops: Path) -> None:
     assert [entry["link"] for entry in links] == [good, forged]
     assert [entry["valid"] for entry in links] == [True, False]
     assert links[1]["reason"] == "bad-signature"
-    only_good = kopir("verify", "sms", "-", "--trust", ops / "trust.json", stdin=f"Прокси: {good}")
+    only_good = kopir("verify", "sms", "-", "--trust", ops / "trust.json", input=f"Прокси: {good}")
     assert only_good.returncode == 0 and "valid" in only_good.stdout
     none = kopir("verify", "sms", "Сәлем, ешқандай сілтеме жоқ", "--trust", ops / "trust.json")
     assert none.returncode == 1 and "no proxy link" in none.stderr

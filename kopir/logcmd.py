@@ -13,7 +13,6 @@ from kopir.output import CommandFailed, emit
 from signing import note, tlog
 from signing.fileio import read_bytes, write_atomic
 
-
 DEFAULT_ORIGIN = "kopir.example/log"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -37,6 +38,14 @@ def signatures_for(path: Path) -> list[signing.Signature]:
         except signing.SigningError as exc:
             warn(f"ignoring {sig_path}: {exc}")
     return found
+
+
+def default_state_dir() -> Path:
+    """Where a verifier remembers what it accepted, so a replayed old list is caught."""
+    if os.environ.get("KOPIR_STATE_DIR"):
+        return Path(os.environ["KOPIR_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "kopir"
 
 
 def load_trust(path: Path) -> signing.TrustRoot:
@@ -191,7 +200,7 @@ def verify_list(args: argparse.Namespace) -> int:
     path = Path(args.arg)
     data = read_bytes(path, "list")
     trust = load_trust(Path(args.trust))
-    state = signing.ListState(Path(args.state)) if args.state else None
+    state = None if args.no_state else signing.ListState(Path(args.state or default_state_dir()))
     doc = signing.parse_list(data)
     last = state.last_seen(doc.publisher) if state else None
     verdict = signing.verify_list(data, signatures_for(path), trust, time.time(), last)
@@ -319,7 +328,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     ver.add_argument("what", choices=sorted(VERIFY), help="what ARG is")
     ver.add_argument("arg", help="the link, SMS text (or file, or - for stdin), or file")
     ver.add_argument("--trust", help="trust root (trust.json) to verify against")
-    ver.add_argument("--state", help="verify list: directory remembering accepted versions")
+    ver.add_argument(
+        "--state",
+        help="verify list: directory remembering the newest version accepted per publisher "
+        "(default: $KOPIR_STATE_DIR, else $XDG_STATE_HOME/kopir, else ~/.local/state/kopir)",
+    )
+    ver.add_argument(
+        "--no-state", action="store_true", help="verify list: no rollback check, remember nothing"
+    )
     ver.add_argument("--sig", help="verify file: signature (default: FILE.minisig)")
     ver.add_argument("--pub", help="verify file: minisign public key")
     ver.set_defaults(func=verify)

@@ -3,9 +3,12 @@ so exit codes, stdout and stderr are the real ones."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +29,7 @@ def run_kopir_process(
     """
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("KOPIR_")}
     child_env["PYTHONIOENCODING"] = "utf-8"
+    child_env["XDG_STATE_HOME"] = STATE_HOME  # verifier state never lands in the real home
     child_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "kopir.cli", *(os.fspath(a) for a in args)],
@@ -41,3 +45,5 @@ def run_kopir_process(
 
 
 kopir = run_kopir_process
+STATE_HOME = tempfile.mkdtemp(prefix="kopir-test-state-")
+atexit.register(shutil.rmtree, STATE_HOME, True)

@@ -256,3 +256,26 @@ def test_log_checkpoint_refuses_to_sign_a_second_root_for_a_size(tmp_path: Path)
     (log / "leaves").write_bytes(bytes(leaves))
     result = kopir("log", "checkpoint", "--log", log)
     assert result.returncode == 1 and "rewritten" in result.stderr
+
+
+def test_verify_list_remembers_by_default_and_no_state_opts_out(ops: Path, tmp_path: Path) -> None:
+    from signing.listdoc import ListDocument
+
+    paths = []
+    for version in (1, 2):
+        path = tmp_path / f"v{version}" / "list.json"
+        path.parent.mkdir()
+        doc = ListDocument("ops", version, "2026-01-01T00:00:00Z", "2099-01-01T00:00:00Z", ())
+        path.write_bytes(doc.encode())
+        for key in ("alice", "bob"):
+            kopir("sign", "list", path, "--key", ops / f"keys/{key}.key")
+        paths.append(path)
+    env = {"KOPIR_STATE_DIR": str(tmp_path / "state")}
+    trust = ops / "trust.json"
+    assert kopir("verify", "list", paths[1], "--trust", trust, env=env).returncode == 0
+    assert (tmp_path / "state" / "lists.json").exists()
+    old = kopir("verify", "list", paths[0], "--trust", trust, env=env)
+    assert old.returncode == 1 and "rollback" in old.stderr
+    assert (
+        kopir("verify", "list", paths[0], "--trust", trust, "--no-state", env=env).returncode == 0
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from signing.errors import FormatError
 
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -49,7 +49,11 @@ def parse_canonical(data: bytes, what: str) -> dict[str, Any]:
         raise FormatError(f"{what}: {exc}") from exc
     if not isinstance(obj, dict):
         raise FormatError(f"{what}: expected a JSON object")
-    if canonical_json(obj) != data:
+    try:
+        canonical = canonical_json(obj)
+    except (ValueError, UnicodeEncodeError) as exc:  # 1e400 -> inf, "\ud800" -> lone surrogate
+        raise FormatError(f"{what}: holds a value JSON cannot carry ({exc})") from None
+    if canonical != data:
         raise FormatError(f"{what}: not in canonical form (sorted keys, no spaces, UTF-8)")
     return obj
 

@@ -34,6 +34,7 @@ from signing.minisign import SecretKey, Signature, sign
 from signing.trust import TrustRoot, count_signers
 
 FORMAT = "kopir-list/1"
+_LOWER_HEX = frozenset("0123456789abcdef")
 _ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "domain": (str, type(None)),
     "last_ok": (str, type(None)),
@@ -75,6 +76,10 @@ class ListDocument:
         return data
 
 
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
 def _check_entry(entry: object, index: int) -> dict[str, Any]:
     what = f"list proxy #{index}"
     if not isinstance(entry, dict):
@@ -84,14 +89,13 @@ def _check_entry(entry: object, index: int) -> dict[str, Any]:
         require(entry, name, kind, what)
     if not 1 <= entry["port"] <= 65535:
         raise FormatError(f"{what}: port out of range")
-    if not all(isinstance(p, int) and not isinstance(p, bool) for p in entry["ports_tried"]):
-        raise FormatError(f"{what}: ports_tried must be port numbers")
+    if not all(_is_port(p) for p in entry["ports_tried"]):
+        raise FormatError(f"{what}: ports_tried must be port numbers 1-65535")
     if not all(isinstance(t, str) for t in entry["tags"]):
         raise FormatError(f"{what}: tags must be strings")
-    try:
-        bytes.fromhex(entry["secret"])
-    except ValueError:
-        raise FormatError(f"{what}: secret must be hex") from None
+    secret = entry["secret"]
+    if len(secret) < 32 or len(secret) % 2 or not _LOWER_HEX.issuperset(secret):
+        raise FormatError(f"{what}: secret must be lower-case hex of at least 16 bytes")
     if entry["last_ok"] is not None:
         parse_rfc3339(entry["last_ok"], f"{what} last_ok")
     return entry
@@ -113,7 +117,7 @@ def parse_list(data: bytes) -> ListDocument:
     for key in ("issued", "expires"):
         parse_rfc3339(require(obj, key, str, "list"), f"list {key}")
     previous = require(obj, "previous", (str, type(None)), "list")
-    if previous is not None and (len(previous) != 64 or previous != previous.lower()):
+    if previous is not None and (len(previous) != 64 or not _LOWER_HEX.issuperset(previous)):
         raise FormatError("list: previous must be a lower-case SHA-256 hex digest or null")
     proxies = tuple(_check_entry(p, i) for i, p in enumerate(require(obj, "proxies", list, "list")))
     publisher = require(obj, "publisher", str, "list")

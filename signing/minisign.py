@@ -81,6 +81,10 @@ def key_id_hex(key_id: bytes) -> str:
 def _single_line(text: str, what: str) -> str:
     if "\n" in text or "\r" in text:
         raise FormatError(f"{what} must be a single line")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{what} is not valid UTF-8 text") from None
     return text
 
 
@@ -118,6 +122,13 @@ class PublicKey:
         if raw[:2] != SIG_ALG:
             raise FormatError("public key: unsupported algorithm (expected Ed25519 'Ed')")
         return cls(raw[2:10], raw[10:])
+
+    @classmethod
+    def parse_line(cls, line: str) -> PublicKey:
+        """Only the bare base64 line, as stored in ``trust.json``."""
+        if "\n" in line or "\r" in line:
+            raise FormatError("public key: expected the bare base64 line")
+        return cls.parse(line)
 
     @property
     def line(self) -> str:
@@ -304,7 +315,7 @@ def parse_signature(text: str) -> Signature:
     raw = b64decode_strict(lines[1], _SIG_LEN, "signature")
     if raw[:2] not in (SIG_ALG, SIG_ALG_HASHED):
         raise FormatError("signature: unsupported algorithm (expected 'Ed' or 'ED')")
-    trusted = _comment(lines[2], TRUSTED_PREFIX, "signature")
+    trusted = _single_line(_comment(lines[2], TRUSTED_PREFIX, "signature"), "trusted comment")
     glob = b64decode_strict(lines[3], 64, "signature (global)")
     return Signature(raw[:2], raw[2:10], raw[10:], trusted, glob, untrusted)
 

@@ -138,7 +138,7 @@ def _parse_key(obj: object, index: int) -> TrustKey:
     revoked = require(obj, "revoked", (str, type(None)), what)
     if revoked is not None:
         parse_rfc3339(revoked, f"{what} revoked")
-    public = PublicKey.parse(require(obj, "key", str, what))
+    public = PublicKey.parse_line(require(obj, "key", str, what))
     return TrustKey(name, public, frozenset(roles), revoked)
 
 

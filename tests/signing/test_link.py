@@ -179,6 +179,9 @@ def test_bad_exp_kid_sig_are_malformed(signed: str, root: TrustRoot) -> None:
     assert reason(signed.replace(f"exp={link.exp}", "exp=2026023012"), root) == "malformed"
     assert reason(signed.replace(f"kid={link.kid}", "kid=short"), root) == "malformed"
     assert reason(signed.replace(f"sig={link.sig}", "sig=" + "A" * 85), root) == "malformed"
+    # The same bytes in non-canonical base64url (padding bits set) are refused too.
+    assert reason(signed.replace(f"sig={link.sig}", f"sig={link.sig[:-1]}B"), root) == "malformed"
+    assert reason(signed.replace(f"kid={link.kid}", f"kid={link.kid[:-1]}B"), root) == "malformed"
 
 
 def test_socks_links_sign_user_and_pass(key: SecretKey, root: TrustRoot) -> None:

@@ -38,6 +38,16 @@ class Duration(float):
         return cls(int(match.group(1)) * cls._UNITS[match.group(2)])
 
 
+def duration_arg(text: str) -> Duration:
+    """An argparse ``type=`` for duration options such as ``--expires 72h``."""
+    import argparse
+
+    try:
+        return Duration.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class DataConfig:
     dir: Path = Path("data")

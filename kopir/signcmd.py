@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import signing
-from kopir.config import Duration
+from kopir.config import Duration, duration_arg
 from kopir.output import CommandFailed, emit, warn
 from signing.canonical import rfc3339
 from signing.fileio import blake2b_file, read_bytes, read_text
@@ -75,13 +75,6 @@ def keys_generate(args: argparse.Namespace) -> int:
 
 
 # -- sign ------------------------------------------------------------------------------
-
-
-def _duration(text: str) -> float:
-    try:
-        return Duration.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sign_link(args: argparse.Namespace) -> int:
@@ -301,7 +294,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     link.add_argument("--key", required=True, help="minisign secret key file")
     link.add_argument(
         "--expires",
-        type=_duration,
+        type=duration_arg,
         default=Duration(72 * 3600),
         help="validity, e.g. 72h (default), 90m, 7d",
     )

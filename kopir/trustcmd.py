@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import signing
-from kopir.config import Duration
+from kopir.config import Duration, duration_arg
 from kopir.output import CommandFailed, emit
 from signing.canonical import rfc3339
 from signing.fileio import read_bytes, write_atomic
@@ -144,13 +144,6 @@ def trust_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _expiry(text: str) -> float:
-    try:
-        return Duration.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: Any) -> None:
     trust = sub.add_parser("trust", help="manage the trust root (trust.json)").add_subparsers(
         dest="action", required=True
@@ -168,7 +161,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     init.add_argument("--threshold-root", type=int, default=1, help="signatures the root needs")
     init.add_argument("--sign", action="append", help="secret key to sign with; repeat")
     init.add_argument(
-        "--expires", type=_expiry, default=Duration(365 * 86400), help="validity (default 365d)"
+        "--expires",
+        type=duration_arg,
+        default=Duration(365 * 86400),
+        help="validity (default 365d)",
     )
     init.add_argument("--force", action="store_true", help="replace an existing file")
     init.set_defaults(func=trust_init)
@@ -187,7 +183,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
         cmd.add_argument("--sign", action="append", help="secret key to sign with; repeat")
         cmd.add_argument("--threshold-lists", type=int, help="new lists threshold")
         cmd.add_argument("--threshold-root", type=int, help="new root threshold")
-        cmd.add_argument("--expires", type=_expiry, default=Duration(365 * 86400))
+        cmd.add_argument("--expires", type=duration_arg, default=Duration(365 * 86400))
         cmd.set_defaults(func=func)
         if name == "add-key":
             cmd.add_argument("--key", action="append", required=True, help="public key; repeat")

@@ -31,7 +31,7 @@ from signing.canonical import (
 from signing.errors import FormatError, SigningError, VerificationError
 from signing.fileio import read_bytes, write_atomic
 from signing.minisign import SecretKey, Signature, sign
-from signing.trust import TrustRoot, count_signers
+from signing.trust import TrustRoot, require_threshold
 
 FORMAT = "kopir-list/1"
 _LOWER_HEX = frozenset("0123456789abcdef")
@@ -155,14 +155,9 @@ def verify_list(
 ) -> ListVerdict:
     """Check threshold, expiry and rollback; raise ``VerificationError`` with the reason."""
     doc = parse_list(data)
-    holders = [k for k in trust.keys if "lists" in k.roles]
-    good, problems = count_signers(data, signatures, holders, trusted_comment(doc, data), now)
-    need = trust.threshold["lists"]
-    if len(good) < need:
-        detail = f"{len(good)} of {need} required signatures valid, {need - len(good)} short"
-        if problems:
-            detail += " (" + "; ".join(problems) + ")"
-        raise VerificationError("threshold", detail)
+    comment = trusted_comment(doc, data)
+    label = f"list version {doc.version}"
+    good = require_threshold(trust, "lists", data, signatures, comment, now, label)
     if now >= parse_rfc3339(doc.expires, "expires"):
         raise VerificationError("expired", f"list version {doc.version} expired {doc.expires}")
     if last_seen is not None:

@@ -217,17 +217,32 @@ def count_signers(
     return good, problems
 
 
-def _require_threshold(
-    root: TrustRoot, data: bytes, signatures: Sequence[Signature], now: float, label: str
-) -> None:
-    holders = [k for k in root.keys if "root" in k.roles]
-    good, problems = count_signers(data, signatures, holders, trusted_comment(data), now)
-    need = root.threshold["root"]
+def require_threshold(
+    root: TrustRoot,
+    role: str,
+    data: bytes,
+    signatures: Iterable[Signature],
+    comment: str,
+    now: float,
+    label: str,
+) -> set[str]:
+    """Names of the valid signers; ``threshold`` error naming the shortfall and each problem."""
+    holders = [k for k in root.keys if role in k.roles]
+    good, problems = count_signers(data, signatures, holders, comment, now)
+    need = root.threshold[role]
     if len(good) < need:
-        detail = f"{label}: {len(good)} of {need} required root signatures valid"
+        detail = f"{label}: {len(good)} of {need} required signatures valid, "
+        detail += f"{need - len(good)} short"
         if problems:
             detail += " (" + "; ".join(problems) + ")"
         raise VerificationError("threshold", detail)
+    return good
+
+
+def _require_root_threshold(
+    root: TrustRoot, data: bytes, signatures: Sequence[Signature], now: float, label: str
+) -> None:
+    require_threshold(root, "root", data, signatures, trusted_comment(data), now, label)
 
 
 def verify_trust_root(
@@ -241,7 +256,7 @@ def verify_trust_root(
     root = parse_trust_root(data)
     if now >= parse_rfc3339(root.expires, "expires"):
         raise VerificationError("expired", f"trust root v{root.version} expired {root.expires}")
-    _require_threshold(root, data, signatures, now, f"version {root.version}")
+    _require_root_threshold(root, data, signatures, now, f"version {root.version}")
     if previous is None:
         return root
     if root.version < previous.version:
@@ -260,5 +275,5 @@ def verify_trust_root(
             f"version {root.version} cannot follow {previous.version} directly; "
             "verify each version in between",
         )
-    _require_threshold(previous, data, signatures, now, f"previous version {previous.version}")
+    _require_root_threshold(previous, data, signatures, now, f"previous version {previous.version}")
     return root

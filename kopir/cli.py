@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import signing
-from kopir import logcmd, signcmd, trustcmd
+from kopir import logcmd, relaycmd, signcmd, trustcmd
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     signcmd.add_parsers(sub, common)
     trustcmd.add_parsers(sub, common)
     logcmd.add_parsers(sub, common)
+    relaycmd.add_parsers(sub, common)
     return parser
 
 

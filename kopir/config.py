@@ -77,11 +77,50 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class RelaySecretConfig:
+    name: str
+    """A label for metrics and links (never sent to clients)."""
+    secret: str
+    """The 16-byte key in hex (32 characters); links add the ee/dd prefix and domain."""
+
+
+@dataclass(frozen=True)
+class RelayLimitsConfig:
+    handshake_timeout: Duration = Duration(10)
+    idle_timeout: Duration = Duration(300)
+    max_connections: int = 10_000
+    max_connections_per_secret: int = 0
+    """0 means no per-secret limit."""
+    replay_cache: int = 100_000
+    time_skew_past: Duration = Duration(1200)
+    time_skew_future: Duration = Duration(600)
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:8443"])
+    """host:port strings; IPv6 as "[::1]:8443"."""
+    modes: list[Literal["ee", "dd", "classic"]] = field(default_factory=lambda: ["ee", "dd"])
+    tls_domain: str = "example.com"
+    mask_host: str = ""
+    """Where failed clients are sent; empty means tls_domain."""
+    mask_port: int = 443
+    strict_sni: bool = False
+    metrics_listen: str = "127.0.0.1:9464"
+    """Prometheus metrics; empty turns them off."""
+    secrets: list[RelaySecretConfig] = field(default_factory=list)
+    dc: dict[str, str] = field(default_factory=dict)
+    """Overrides of the built-in DC table: "2" = "127.0.0.1:14443"."""
+    limits: RelayLimitsConfig = field(default_factory=RelayLimitsConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -139,6 +178,11 @@ def _convert(kind: Any, value: Any, path: Path, name: str) -> Any:
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(kind) if a is not type(None)]
         return _convert(options[0], value, path, name)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: {_show(name)} must be a table")
+        _, item_kind = get_args(kind)
+        return {k: _convert(item_kind, v, path, f"{name}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: {_show(name)} must be a list")

@@ -1,1 +1,21 @@
-"""relay: not built yet (see the project's issues)."""
+"""relay: an MTProto proxy (fake-TLS ``ee``, padded ``dd``, classic) with masking and
+anti-replay. Depends on nothing else in kopir."""
+
+from relay.dc import DEFAULT_DCS, dc_address, parse_host_port
+from relay.errors import ConfigError, HandshakeError, RelayError
+from relay.obfs2 import Secret
+from relay.server import Relay, RelaySettings, ReplayCache, serve
+
+__all__ = [
+    "DEFAULT_DCS",
+    "ConfigError",
+    "HandshakeError",
+    "Relay",
+    "RelayError",
+    "RelaySettings",
+    "ReplayCache",
+    "Secret",
+    "dc_address",
+    "parse_host_port",
+    "serve",
+]

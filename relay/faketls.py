@@ -1,0 +1,208 @@
+"""Fake-TLS (``ee`` secrets): ClientHello validation, ServerHello, and record framing. Sans-IO.
+
+Theory of operation
+-------------------
+The client sends one TLS 1.3-looking ClientHello record whose 32-byte "random" (record bytes
+11..43) is ``HMAC-SHA256(key, record with the random zeroed) XOR (zeros(28) ‖ timestamp LE)``.
+So only a client that knows the secret can make it, it carries the client's clock, and it can be
+replayed only byte for byte (hence the replay cache keyed on the random). PROTOCOLS.md
+"Fake-TLS" has the layout; mtg's ``faketls`` package and tdlib's ``TlsInit`` are the public
+implementations this follows.
+
+The server answers with exactly three records (ServerHello, ChangeCipherSpec, one
+ApplicationData) whose ServerHello random is ``HMAC(key, client random ‖ response with the
+random zeroed)``: the client checks it and so knows it reached the real relay. After that both
+sides wrap the obfuscated2 stream in ``17 03 03`` records.
+
+Nothing here reads a clock: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from relay.errors import HandshakeError
+from relay.obfs2 import Secret
+
+RECORD_HEADER = 5
+MIN_HELLO = 512
+MAX_RECORD_PAYLOAD = 16384
+CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
+APPDATA_PREFIX = b"\x17\x03\x03"
+_RANDOM = slice(11, 43)
+_GREASE = {bytes([b, b]) for b in range(0x0A, 0x100, 0x10)}
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    """A validated ClientHello."""
+
+    secret: Secret
+    random: bytes
+    """The client's 32-byte digest: the replay-cache key and the input of our reply's HMAC."""
+    session_id: bytes
+    cipher_suite: bytes
+    """The suite to echo: the client's first non-GREASE one."""
+    sni: str | None
+    timestamp: int
+
+
+def hello_length(head: bytes) -> int:
+    """Total length of the ClientHello record from its first 5 bytes, or raise."""
+    if len(head) < RECORD_HEADER or head[:3] != b"\x16\x03\x01":
+        raise HandshakeError("not-tls", "first bytes are not a TLS handshake record")
+    length = int.from_bytes(head[3:5], "big")
+    if length + RECORD_HEADER < MIN_HELLO:
+        raise HandshakeError("not-tls", f"ClientHello record of {length} bytes is too short")
+    return RECORD_HEADER + length
+
+
+def _digest_matches(record: bytes, key: bytes) -> int | None:
+    """The timestamp when ``record``'s random is our HMAC under ``key``, else None."""
+    zeroed = record[:11] + bytes(32) + record[43:]
+    mac = hmac.new(key, zeroed, hashlib.sha256).digest()
+    xored = bytes(a ^ b for a, b in zip(record[_RANDOM], mac, strict=True))
+    if not hmac.compare_digest(xored[:28], bytes(28)):
+        return None
+    return int.from_bytes(xored[28:], "little")
+
+
+def parse_client_hello(
+    record: bytes,
+    secrets: Sequence[Secret],
+    now: float,
+    skew_past: float = 1200,
+    skew_future: float = 600,
+) -> ClientHello:
+    """Validate a whole ClientHello record against the secrets and the time window.
+
+    The window is ``now - skew_past < ts < now + skew_future``. Small timestamps (below one
+    year of seconds) are clients sending uptime instead of the clock; we refuse them, because
+    they would turn the window off and make replays undetectable across restarts.
+    """
+    hello_length(record[:5])
+    fields = _hello_fields(record)
+    for secret in secrets:
+        timestamp = _digest_matches(record, secret.key)
+        if timestamp is None:
+            continue
+        if not now - skew_past < timestamp < now + skew_future:
+            raise HandshakeError("time-skew", f"client clock is {timestamp - now:+.0f} s off")
+        session_id, suite, sni = fields
+        return ClientHello(secret, record[_RANDOM], session_id, suite, sni, timestamp)
+    raise HandshakeError("bad-hmac", "no configured secret matches the ClientHello digest")
+
+
+def _hello_fields(record: bytes) -> tuple[bytes, bytes, str | None]:
+    """(session id, chosen cipher suite, SNI) from a ClientHello; HandshakeError if malformed."""
+    try:
+        if record[5] != 0x01:
+            raise HandshakeError("not-tls", "record is not a ClientHello")
+        pos = 43
+        sid_len = record[pos]
+        session_id = record[pos + 1 : pos + 1 + sid_len]
+        pos += 1 + sid_len
+        suites_len = int.from_bytes(record[pos : pos + 2], "big")
+        suites = record[pos + 2 : pos + 2 + suites_len]
+        pos += 2 + suites_len
+        pos += 1 + record[pos]  # compression methods
+        ext_end = pos + 2 + int.from_bytes(record[pos : pos + 2], "big")
+        sni = _find_sni(record, pos + 2, min(ext_end, len(record)))
+    except IndexError:
+        raise HandshakeError("not-tls", "truncated ClientHello") from None
+    if sid_len != 32 or len(session_id) != 32:
+        raise HandshakeError("not-tls", "ClientHello needs a 32-byte session id")
+    suite = next(
+        (
+            suites[i : i + 2]
+            for i in range(0, len(suites) - 1, 2)
+            if suites[i : i + 2] not in _GREASE
+        ),
+        b"\x13\x01",
+    )
+    return session_id, suite, sni
+
+
+def _find_sni(record: bytes, pos: int, end: int) -> str | None:
+    while pos + 4 <= end:
+        ext_type = record[pos : pos + 2]
+        ext_len = int.from_bytes(record[pos + 2 : pos + 4], "big")
+        body = record[pos + 4 : pos + 4 + ext_len]
+        if ext_type == b"\x00\x00" and len(body) >= 5 and body[2] == 0:
+            name_len = int.from_bytes(body[3:5], "big")
+            return body[5 : 5 + name_len].decode("ascii", errors="replace").lower()
+        pos += 4 + ext_len
+    return None
+
+
+def server_hello(hello: ClientHello, appdata_size: int) -> bytes:
+    """The three-record reply tdlib expects, with its HMAC in the ServerHello random."""
+    extensions = (
+        b"\x00\x2b\x00\x02\x03\x04"  # supported_versions: TLS 1.3
+        + b"\x00\x33\x00\x24\x00\x1d\x00\x20"  # key_share: x25519 ...
+        + os.urandom(32)  # ... with a random "public key"
+    )
+    body = (
+        b"\x03\x03" + bytes(32) + b"\x20" + hello.session_id + hello.cipher_suite + b"\x00"
+        + len(extensions).to_bytes(2, "big") + extensions
+    )  # fmt: skip
+    handshake = b"\x02" + len(body).to_bytes(3, "big") + body
+    hello_record = b"\x16\x03\x03" + len(handshake).to_bytes(2, "big") + handshake
+    appdata = APPDATA_PREFIX + appdata_size.to_bytes(2, "big") + os.urandom(appdata_size)
+    response = bytearray(hello_record + CCS_RECORD + appdata)
+    mac = hmac.new(hello.secret.key, hello.random + bytes(response), hashlib.sha256).digest()
+    response[_RANDOM] = mac
+    return bytes(response)
+
+
+def wrap(data: bytes) -> bytes:
+    """Frame stream bytes as ``17 03 03`` records of at most 16,384 payload bytes each."""
+    if len(data) <= MAX_RECORD_PAYLOAD:
+        return APPDATA_PREFIX + struct.pack(">H", len(data)) + data
+    parts = []
+    for start in range(0, len(data), MAX_RECORD_PAYLOAD):
+        chunk = data[start : start + MAX_RECORD_PAYLOAD]
+        parts.append(APPDATA_PREFIX + struct.pack(">H", len(chunk)) + chunk)
+    return b"".join(parts)
+
+
+class RecordReader:
+    """Turns the client's TLS records back into the stream they carry.
+
+    ``feed(data)`` returns the payload bytes available so far. ChangeCipherSpec records are
+    skipped; any other record type, or an oversized record, raises ``HandshakeError``.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held while waiting for the rest of a record (bounded by one record)."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = bytearray()
+        buf = self._buffer
+        pos = 0
+        while len(buf) - pos >= RECORD_HEADER:
+            kind = buf[pos]
+            length = (buf[pos + 3] << 8) | buf[pos + 4]
+            if kind not in (0x14, 0x17) or buf[pos + 1 : pos + 3] != b"\x03\x03":
+                raise HandshakeError("bad-record", f"unexpected TLS record type {kind:#04x}")
+            if length > MAX_RECORD_PAYLOAD + 256:
+                raise HandshakeError("bad-record", f"TLS record of {length} bytes is too long")
+            end = pos + RECORD_HEADER + length
+            if end > len(buf):
+                break
+            if kind == 0x17:
+                out += buf[pos + RECORD_HEADER : end]
+            pos = end
+        del buf[:pos]
+        return bytes(out)

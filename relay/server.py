@@ -1,0 +1,427 @@
+"""The relay's asyncio adapter: accept, hand-shake, mask or relay, with bounded buffers.
+
+Theory of operation
+-------------------
+Each client connection is an ``asyncio.Protocol`` (no task per connection, so an idle
+connection costs only its protocol object and two sockets). It goes through three states:
+
+* **handshake**: bytes are buffered (bounded) until a fake-TLS ClientHello record or a 64-byte
+  obfuscated2 header is complete, then validated with ``relay.faketls`` / ``relay.obfs2``;
+* **relay**: a second protocol talks to the DC. Upload is decrypted with the client's keystream
+  and re-encrypted with ours; download uses fast mode and passes untouched (only wrapped in TLS
+  records for ``ee`` clients). Each side pauses reading while the other side's write buffer is
+  above the high-water mark, so a slow peer never makes memory grow;
+* **mask**: a client that fails at any point before a valid handshake is connected to the mask
+  host; every byte it sent so far is forwarded, then both directions are piped.
+
+One timer per relay (not per connection) enforces the handshake and idle timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from relay import faketls, obfs2
+from relay.dc import DEFAULT_DCS, dc_address
+from relay.errors import HandshakeError
+from relay.metrics import Metrics
+
+log = logging.getLogger("kopir.relay")
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+MAX_HELLO = faketls.RECORD_HEADER + faketls.MAX_RECORD_PAYLOAD
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything the relay needs; ``kopir.config`` builds it from ``[relay]``."""
+
+    listen: tuple[tuple[str, int], ...]
+    secrets: tuple[obfs2.Secret, ...]
+    modes: frozenset[str] = frozenset({"ee", "dd"})
+    tls_domain: str = "example.com"
+    mask_host: str | None = None
+    """None: the TLS domain itself (port ``mask_port``)."""
+    mask_port: int = 443
+    dc: dict[int, tuple[str, int]] = field(default_factory=dict, hash=False)
+    """Overrides of the built-in DC table, by DC number."""
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    max_connections: int = 10_000
+    max_connections_per_secret: int = 0
+    """0: no per-secret limit."""
+    skew_past: float = 1200.0
+    skew_future: float = 600.0
+    replay_cache: int = 100_000
+    strict_sni: bool = False
+    metrics_listen: tuple[str, int] | None = None
+
+
+class ReplayCache:
+    """A bounded set of handshake fingerprints; the oldest are forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def seen(self, key: bytes) -> bool:
+        """True when ``key`` was recorded before; records it otherwise."""
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return False
+
+
+class Relay:
+    """A running relay: listeners, live connections, settings that SIGHUP can change."""
+
+    def __init__(self, settings: RelaySettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.replays = ReplayCache(settings.replay_cache)
+        self.connections: set[ClientProtocol] = set()
+        self.per_secret: Counter[str] = Counter()
+        self.servers: list[asyncio.Server] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._metrics_server: asyncio.AbstractServer | None = None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for host, port in self.settings.listen:
+            server = await loop.create_server(
+                lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
+            )
+            self.servers.append(server)
+        if self.settings.metrics_listen:
+            self._metrics_server = await self.metrics.serve(*self.settings.metrics_listen)
+        self._timer = loop.call_later(1.0, self._sweep)
+
+    def reload(self, secrets: Sequence[obfs2.Secret]) -> None:
+        """New secrets for new connections; live connections keep the secret they used."""
+        self.settings = replace(self.settings, secrets=tuple(secrets))
+
+    async def stop(self) -> None:
+        """Stop accepting, then close every connection."""
+        for server in self.servers:
+            server.close()
+        if self._metrics_server:
+            self._metrics_server.close()
+        if self._timer:
+            self._timer.cancel()
+        for conn in list(self.connections):
+            conn.close()
+        for server in self.servers:
+            await server.wait_closed()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+
+class _Peer(asyncio.Protocol):
+    """The far side (DC or mask host) of a client connection."""
+
+    def __init__(self, client: ClientProtocol) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        self.client.from_peer(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+
+    def pause_writing(self) -> None:
+        self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.resume_reading()
+
+
+class ClientProtocol(asyncio.Protocol):
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Peer | None = None
+        self.buffer = bytearray()
+        self.state = "handshake"
+        self.last_active = self.started = time.monotonic()
+        self.tls: faketls.RecordReader | None = None
+        self.decryptor: Any = None
+        self.encryptor: Any = None
+        self.secret: obfs2.Secret | None = None
+        self.closed = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        if len(self.relay.connections) >= self.relay.settings.max_connections:
+            self.relay.metrics.inc("relay_refused_total", reason="max-connections")
+            transport.abort()
+            self.closed = True
+            return
+        self.relay.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.relay.connections.discard(self)
+        if self.secret is not None and self.state == "relay":
+            self.relay.per_secret[self.secret.name] -= 1
+            self.relay.metrics.add("relay_connections_active", -1, secret=self.secret.name)
+        for transport in (self.transport, self.peer.transport if self.peer else None):
+            if transport is not None:
+                transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        settings = self.relay.settings
+        if self.state == "handshake" and now - self.started > settings.handshake_timeout:
+            self.relay.metrics.inc("relay_handshake_failures_total", reason="timeout", secret="")
+            self.close()
+        elif now - self.last_active > settings.idle_timeout:
+            self.close()
+
+    def pause_writing(self) -> None:
+        if self.peer and self.peer.transport:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer and self.peer.transport:
+            self.peer.transport.resume_reading()
+
+    def pause_reading(self) -> None:
+        if self.transport and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport and not self.closed:
+            self.transport.resume_reading()
+
+    # -- data ----------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self.state == "relay":
+            self._upload(data)
+        elif self.state == "mask":
+            self._to_peer(data)
+        elif self.state == "tls-header":
+            self._tls_header(data)
+        else:
+            self.buffer += data
+            self._handshake()
+
+    def from_peer(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self.transport is None or self.closed:
+            return
+        if self.state == "relay":
+            assert self.secret is not None
+            self.relay.metrics.add("relay_bytes_total", len(data), secret=self.secret.name,
+                                   direction="down")  # fmt: skip
+            self.transport.write(faketls.wrap(data) if self.tls is not None else data)
+        else:
+            self.transport.write(data)
+
+    def _to_peer(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.buffer += data  # the peer is still connecting: bounded by the pause below
+            if len(self.buffer) > HIGH_WATER and self.transport:
+                self.transport.pause_reading()
+
+    def _upload(self, data: bytes) -> None:
+        if self.tls is not None:
+            try:
+                data = self.tls.feed(data)
+            except HandshakeError:
+                self.close()
+                return
+        if not data:
+            return
+        assert self.secret is not None
+        self.relay.metrics.add("relay_bytes_total", len(data), secret=self.secret.name,
+                               direction="up")  # fmt: skip
+        self._to_peer(self.encryptor.update(self.decryptor.update(data)))
+
+    # -- handshake -----------------------------------------------------------------------
+
+    def _handshake(self) -> None:
+        try:
+            result = self._try_handshake()
+        except HandshakeError as exc:
+            self.relay.metrics.inc("relay_handshake_failures_total", reason=exc.reason, secret="")
+            self._mask()
+            return
+        if result is not None:
+            stream, rest = result
+            self._start_relay(stream, rest)
+
+    def _try_handshake(self) -> tuple[obfs2.ClientStream, bytes] | None:
+        """None while more bytes are needed; raises HandshakeError to mask the client."""
+        buf = bytes(self.buffer)
+        settings = self.relay.settings
+        if buf[:1] == b"\x16" and "ee" in settings.modes:
+            self._tls_handshake(buf)
+            return None
+        if len(buf) < obfs2.HEADER_SIZE:
+            if buf[:1] == b"\x16" or not _could_be_obfs2(settings):
+                raise HandshakeError("not-tls", "unexpected first bytes")
+            return None
+        tags = _plain_tags(settings.modes)
+        stream = obfs2.parse_client_header(buf[:64], settings.secrets, tags)
+        if self.relay.replays.seen(buf[8:56]):
+            self.relay.metrics.inc("relay_replays_total", secret=stream.secret.name)
+            raise HandshakeError("replay", "obfuscated2 header seen before")
+        return stream, buf[64:]
+
+    def _tls_handshake(self, buf: bytes) -> None:
+        settings = self.relay.settings
+        if len(buf) < faketls.RECORD_HEADER:
+            return
+        total = faketls.hello_length(buf[:5])
+        if total > MAX_HELLO:
+            raise HandshakeError("not-tls", "ClientHello too long")
+        if len(buf) < total:
+            return
+        hello = faketls.parse_client_hello(
+            buf[:total], settings.secrets, time.time(), settings.skew_past, settings.skew_future
+        )
+        if settings.strict_sni and hello.sni != settings.tls_domain:
+            raise HandshakeError("bad-sni", f"SNI {hello.sni!r}")
+        if self.relay.replays.seen(hello.random):
+            self.relay.metrics.inc("relay_replays_total", secret=hello.secret.name)
+            raise HandshakeError("replay", "ClientHello seen before")
+        assert self.transport is not None
+        self.transport.write(faketls.server_hello(hello, random.randint(2500, 4700)))
+        self.tls = faketls.RecordReader()
+        self.secret = hello.secret
+        self.state = "tls-header"
+        self.buffer = bytearray()
+        self._tls_header(buf[total:])
+
+    def _tls_header(self, data: bytes) -> None:
+        """After our ServerHello: collect the obfuscated2 header from the client's records."""
+        assert self.tls is not None and self.secret is not None
+        try:
+            self.buffer += self.tls.feed(data)
+            if len(self.buffer) < obfs2.HEADER_SIZE:
+                return
+            stream = obfs2.parse_client_header(bytes(self.buffer[:64]), [self.secret])
+        except HandshakeError as exc:
+            # The client proved it knows the secret, so this is a broken client, not a
+            # prober: masking now would show a TLS session turning into HTTP. Just close.
+            self.relay.metrics.inc("relay_handshake_failures_total", reason=exc.reason,
+                                   secret=self.secret.name)  # fmt: skip
+            self.close()
+            return
+        self._start_relay(stream, bytes(self.buffer[64:]))
+
+    def _start_relay(self, stream: obfs2.ClientStream, rest: bytes) -> None:
+        name = stream.secret.name
+        limit = self.relay.settings.max_connections_per_secret
+        if limit and self.relay.per_secret[name] >= limit:
+            self.relay.metrics.inc("relay_refused_total", reason="secret-limit")
+            self.close()
+            return
+        self.state = "relay"
+        self.secret = stream.secret
+        self.relay.per_secret[name] += 1
+        self.relay.metrics.inc("relay_connections_total", secret=name)
+        self.relay.metrics.add("relay_connections_active", 1, secret=name)
+        self.decryptor = stream.decryptor
+        dc = obfs2.dc_header(stream.tag, stream.dc, stream.encrypt_key, stream.encrypt_iv)
+        self.encryptor = dc.encryptor
+        self.buffer = bytearray(dc.header)
+        if rest:
+            self.relay.metrics.add("relay_bytes_total", len(rest), secret=name, direction="up")
+            self.buffer += self.encryptor.update(self.decryptor.update(rest))
+        host, port = dc_address(stream.dc, self.relay.settings.dc)
+        self._connect(host, port)
+
+    def _mask(self) -> None:
+        self.state = "mask"
+        self.relay.metrics.inc("relay_masked_total")
+        settings = self.relay.settings
+        self._connect(settings.mask_host or settings.tls_domain, settings.mask_port)
+
+    def _connect(self, host: str, port: int) -> None:
+        if self.transport:
+            self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._open_peer(host, port))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    async def _open_peer(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, peer = await asyncio.wait_for(
+                loop.create_connection(lambda: _Peer(self), host, port), timeout=10
+            )
+        except (OSError, TimeoutError) as exc:
+            log.debug("cannot reach %s:%s: %s", host, port, exc)
+            self.close()
+            return
+        if self.closed:
+            if peer.transport:
+                peer.transport.close()
+            return
+        self.peer = peer
+        if self.buffer and peer.transport:
+            peer.transport.write(bytes(self.buffer))
+        self.buffer = bytearray()
+        self.resume_reading()
+
+
+_TASKS: set[asyncio.Task[None]] = set()
+
+
+def _plain_tags(modes: frozenset[str]) -> list[bytes]:
+    tags = []
+    if "dd" in modes:
+        tags.append(obfs2.PADDED)
+    if "classic" in modes:
+        tags += [obfs2.ABRIDGED, obfs2.INTERMEDIATE]
+    return tags
+
+
+def _could_be_obfs2(settings: RelaySettings) -> bool:
+    return bool(_plain_tags(settings.modes))
+
+
+async def serve(settings: RelaySettings) -> Relay:
+    relay = Relay(settings)
+    await relay.start()
+    return relay
+
+
+__all__ = ["DEFAULT_DCS", "Relay", "RelaySettings", "ReplayCache", "serve"]

@@ -46,6 +46,7 @@ _FORBIDDEN_STARTS = (
     b"\xee" * 4,
     b"\x16\x03\x01\x02",
 )
+_NOT_A_HEADER = frozenset((*_FORBIDDEN_STARTS, b"PUT ", b"CONN", b"PATC", b"DELE", b"TRAC"))
 
 
 def ctr(key: bytes, iv: bytes) -> Any:
@@ -123,6 +124,15 @@ class DCStream:
     """proxy→DC keystream, positioned after the header."""
     decryptor: Any | None
     """DC→proxy keystream, or None in fast mode (DC bytes are already right for the client)."""
+
+
+def never_a_header(start: bytes) -> bool:
+    """True when these first bytes cannot begin a client header (an HTTP request, say).
+
+    Clients avoid these starts on purpose, so the relay can mask such peers at once instead
+    of waiting for 64 bytes that will never come.
+    """
+    return start[:1] == b"\xef" or (len(start) >= 4 and start[:4] in _NOT_A_HEADER)
 
 
 def _acceptable(header: bytes | bytearray) -> bool:

@@ -294,8 +294,8 @@ class ClientProtocol(asyncio.Protocol):
             self._tls_handshake(buf)
             return None
         if len(buf) < obfs2.HEADER_SIZE:
-            if buf[:1] == b"\x16" or not _could_be_obfs2(settings):
-                raise HandshakeError("not-tls", "unexpected first bytes")
+            if buf[:1] == b"\x16" or not _could_be_obfs2(settings) or obfs2.never_a_header(buf):
+                raise HandshakeError("not-mtproto", "first bytes are another protocol")
             return None
         tags = _plain_tags(settings.modes)
         stream = obfs2.parse_client_header(buf[:64], settings.secrets, tags)

@@ -38,6 +38,8 @@ log = logging.getLogger("kopir.relay")
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 MAX_HELLO = faketls.RECORD_HEADER + faketls.MAX_RECORD_PAYLOAD
+# A ClientHello record starts so; an obfuscated2 header may start with 0x16 too (1 in 256).
+TLS_START = b"\x16\x03\x01"
 
 
 @dataclass(frozen=True)
@@ -290,12 +292,14 @@ class ClientProtocol(asyncio.Protocol):
         """None while more bytes are needed; raises HandshakeError to mask the client."""
         buf = bytes(self.buffer)
         settings = self.relay.settings
-        if buf[:1] == b"\x16" and "ee" in settings.modes:
+        if "ee" in settings.modes and TLS_START.startswith(buf[:3]):
+            if len(buf) < len(TLS_START):
+                return None  # could still be either
             self._tls_handshake(buf)
             return None
+        if not _could_be_obfs2(settings) or obfs2.never_a_header(buf):
+            raise HandshakeError("not-mtproto", "first bytes are another protocol")
         if len(buf) < obfs2.HEADER_SIZE:
-            if buf[:1] == b"\x16" or not _could_be_obfs2(settings) or obfs2.never_a_header(buf):
-                raise HandshakeError("not-mtproto", "first bytes are another protocol")
             return None
         tags = _plain_tags(settings.modes)
         stream = obfs2.parse_client_header(buf[:64], settings.secrets, tags)

@@ -96,8 +96,10 @@ async def _serve(path: Path, config: Config) -> int:
     settings = relay_settings(config)
     relay = Relay(settings)
     await relay.start()
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     for host, port in relay.addresses:
-        print(f"relay listening on {host}:{port} ({', '.join(sorted(settings.modes))})", flush=True)
+        modes = ", ".join(sorted(settings.modes))
+        print(f"relay listening on {host}:{port} ({modes}; {loop_name} loop)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +124,15 @@ def _reload(relay: Relay, path: Path) -> None:
 
 def relay_serve(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    return asyncio.run(_serve(path, load_config(path)))
+    config = load_config(path)
+    if not args.no_uvloop:
+        try:
+            import uvloop  # the optional "fast" extra
+
+            uvloop.install()
+        except ImportError:
+            pass
+    return asyncio.run(_serve(path, config))
 
 
 def relay_secret(args: argparse.Namespace) -> int:
@@ -174,6 +184,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     )
     serve = relay.add_parser("serve", parents=[common], help="run the relay")
     serve.add_argument("-c", "--config", default="config.toml", help="config file ([relay])")
+    serve.add_argument(
+        "--no-uvloop", action="store_true", help="use asyncio's loop even if uvloop is installed"
+    )
     serve.set_defaults(func=relay_serve)
     secret = relay.add_parser("secret", parents=[common], help="make a new relay secret")
     secret.add_argument("--domain", help="fake-TLS domain, to print the ee link secret too")

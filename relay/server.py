@@ -26,7 +26,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from relay import faketls, obfs2
 from relay.dc import DEFAULT_DCS, dc_address
@@ -144,9 +144,9 @@ class _Peer(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         self.client.from_peer(data)
@@ -178,12 +178,12 @@ class ClientProtocol(asyncio.Protocol):
     # -- life cycle ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         if len(self.relay.connections) >= self.relay.settings.max_connections:
             self.relay.metrics.inc("relay_refused_total", reason="max-connections")
-            transport.abort()
+            self.transport.abort()
             self.closed = True
             return
         self.relay.connections.add(self)

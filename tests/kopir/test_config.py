@@ -148,3 +148,31 @@ def test_fuzz_config_values(tables: dict) -> None:
     assert isinstance(config.signing.link_expiry, float) and config.signing.link_expiry > 0
     assert config.signing.link_scheme in ("tme", "tg")
     assert isinstance(config.log.origin, str)
+
+
+def test_example_config_documents_every_key() -> None:
+    import dataclasses
+
+    from kopir.config import Config
+
+    text = (ROOT / "config.example.toml").read_text()
+
+    def walk(cls: type, section: str) -> list[tuple[str, str]]:
+        keys = []
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            kind = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(kind):
+                keys += walk(type(kind), f"{section}.{f.name}".strip("."))
+            else:
+                keys.append((section, f.name))
+        return keys
+
+    def documented(section: str, key: str) -> bool:
+        table = f"{section}.{key}"
+        forms = (f"\n{key} =", f"# {key} =", f"[{table}]", f"[[{table}]]")
+        return any(form in text for form in forms)
+
+    missing = [f"[{s}] {k}" for s, k in walk(Config, "") if not documented(s, k)]
+    assert not missing, f"config.example.toml does not document: {missing}"

@@ -1,0 +1,325 @@
+"""The relay on real loopback sockets: relaying, masking, anti-replay, limits, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+
+from relay import Relay, RelaySettings, Secret, obfs2
+from tests.relay.fakedc import (
+    PADDED,
+    FakeDC,
+    FrameDecoder,
+    encode_frame,
+    make_req_pq_multi,
+    parse_res_pq,
+)
+from tests.relay.tlsclient import TlsClient, client_hello
+
+KEY = bytes.fromhex("0123456789abcdef0123456789abcdef")
+OTHER = bytes.fromhex("fedcba9876543210fedcba9876543210")
+DOMAIN = "example.com"
+MASK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\nmask host page"
+
+
+class MaskHost:
+    """A tiny web server playing the mask host: records what it got, answers a fixed page."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.port = 0
+
+    async def __aenter__(self) -> MaskHost:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(65536)
+        self.received.append(data)
+        writer.write(MASK_REPLY)
+        await writer.drain()
+        writer.close()
+
+
+@asynccontextmanager
+async def running(
+    dc_mode: str = "echo", **overrides: object
+) -> AsyncIterator[tuple[Relay, FakeDC, MaskHost]]:
+    async with FakeDC(dc_mode) as dc, MaskHost() as mask:  # type: ignore[arg-type]
+        settings = RelaySettings(
+            listen=(("127.0.0.1", 0),),
+            secrets=(Secret("main", KEY),),
+            modes=frozenset({"ee", "dd"}),
+            tls_domain=DOMAIN,
+            mask_host="127.0.0.1",
+            mask_port=mask.port,
+            dc={2: ("127.0.0.1", dc.port)},
+        )
+        relay = Relay(replace(settings, **overrides))  # type: ignore[arg-type]
+        await relay.start()
+        try:
+            yield relay, dc, mask
+        finally:
+            await relay.stop()
+
+
+async def read_frames(recv: Callable[[], Awaitable[bytes]], count: int) -> list[bytes]:
+    """Read ``count`` padded-intermediate frames from a decrypted byte source."""
+    frames = FrameDecoder(PADDED)
+    got: list[bytes] = []
+    while len(got) < count:
+        got += [f.payload for f in frames.feed(await recv())]
+    return got
+
+
+class DDClient:
+    """A raw padded-intermediate (dd) client on a plain socket."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: bytes):
+        self.reader, self.writer = reader, writer
+        header, self.enc, self.dec = obfs2.client_header(key, PADDED, 2)
+        writer.write(header)
+
+    @classmethod
+    async def connect(cls, port: int, key: bytes = KEY) -> DDClient:
+        return cls(*await asyncio.open_connection("127.0.0.1", port), key)
+
+    def send(self, payload: bytes) -> None:
+        self.writer.write(self.enc.update(encode_frame(PADDED, payload)))
+
+    async def recv(self) -> bytes:
+        chunk = await self.reader.read(65536)
+        if not chunk:
+            raise ConnectionError("the relay closed the connection")
+        return self.dec.update(chunk)  # type: ignore[no-any-return]
+
+
+async def masked_reply(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    return reply
+
+
+@pytest.mark.asyncio
+async def test_dd_client_reaches_the_dc_and_gets_res_pq() -> None:
+    async with running() as (relay, dc, _):
+        port = relay.addresses[0][1]
+        nonce = os.urandom(16)
+        payloads = [make_req_pq_multi(nonce), os.urandom(1000), os.urandom(200_000)]
+        client = await DDClient.connect(port)
+        for payload in payloads:
+            client.send(payload)
+        got = await read_frames(client.recv, 3)
+        client.writer.close()
+        assert parse_res_pq(got[0]) == nonce
+        assert got[1:] == payloads[1:]
+        assert dc.headers[0].tag == PADDED
+        assert relay.metrics.get("relay_connections_total", secret="main") == 1
+
+
+@pytest.mark.asyncio
+async def test_fake_tls_client_checks_server_hmac_and_relays() -> None:
+    async with running() as (relay, _, _):
+        client = await TlsClient.connect("127.0.0.1", relay.addresses[0][1], KEY, DOMAIN)
+        nonce, payload = os.urandom(16), os.urandom(300_000)
+        client.send(encode_frame(PADDED, make_req_pq_multi(nonce)))
+        client.send(encode_frame(PADDED, payload))
+        got = await read_frames(client.recv, 2)
+        assert parse_res_pq(got[0]) == nonce
+        assert got[1] == payload
+        await client.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "case",
+    ["plain-http", "bad-hmac", "replay", "time-skew", "unknown-secret-ee", "unknown-secret-dd"],
+)
+async def test_failed_clients_get_exactly_the_mask_hosts_bytes(case: str) -> None:
+    async with running() as (relay, dc, mask):
+        port = relay.addresses[0][1]
+        if case == "plain-http":
+            data = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        elif case == "bad-hmac":
+            hello = bytearray(client_hello(KEY, DOMAIN))
+            hello[100] ^= 1
+            data = bytes(hello)
+        elif case == "replay":
+            data = client_hello(KEY, DOMAIN)
+            client_reader, client_writer = await asyncio.open_connection("127.0.0.1", port)
+            client_writer.write(data)
+            await client_reader.readexactly(5)  # the first use is served
+            client_writer.close()
+        elif case == "time-skew":
+            data = client_hello(KEY, DOMAIN, int(time.time()) - 3600)
+        elif case == "unknown-secret-ee":
+            data = client_hello(OTHER, DOMAIN)
+        else:
+            data = obfs2.client_header(OTHER, PADDED, 2)[0] + b"more bytes"
+        assert await masked_reply(port, data) == MASK_REPLY
+        assert mask.received[-1] == data  # every byte the client sent reached the mask host
+        assert relay.metrics.get("relay_masked_total") == 1
+
+
+@pytest.mark.asyncio
+async def test_half_handshake_is_closed_after_the_handshake_timeout() -> None:
+    async with running(handshake_timeout=1.0) as (relay, _, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.addresses[0][1])
+        writer.write(client_hello(KEY, DOMAIN)[:100])
+        start = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""
+        assert time.monotonic() - start >= 0.9
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_idle_connection_is_closed_after_the_idle_timeout() -> None:
+    async with running(idle_timeout=1.0) as (relay, dc, _):
+        client = await DDClient.connect(relay.addresses[0][1])
+        client.send(b"ping")
+        assert await read_frames(client.recv, 1) == [b"ping"]
+        start = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(read_frames(client.recv, 1), timeout=5)
+        assert time.monotonic() - start >= 0.5
+        client.writer.close()
+        await dc.wait_for(lambda d: d.active == 0)  # the DC side was closed too
+
+
+@pytest.mark.asyncio
+async def test_per_secret_limit_refuses_the_excess() -> None:
+    async with running(max_connections_per_secret=2) as (relay, dc, _):
+        port = relay.addresses[0][1]
+        conns = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            header, enc, _ = obfs2.client_header(KEY, PADDED, 2)
+            writer.write(header)
+            conns.append((reader, writer))
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(conns[2][0].read(), timeout=5) == b""  # refused
+        await dc.wait_for(lambda d: d.connections == 2)
+        assert relay.metrics.get("relay_refused_total", reason="secret-limit") == 1
+        for _, writer in conns:
+            writer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_stays_bounded_when_the_dc_does_not_read() -> None:
+    async with running("stall") as (relay, dc, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.addresses[0][1])
+        header, enc, _ = obfs2.client_header(KEY, PADDED, 2)
+        writer.write(header)
+        chunk = os.urandom(1 << 20)
+        sent = 0
+        for _ in range(64):  # try to push 64 MiB into a DC that never reads
+            writer.write(enc.update(chunk))
+            try:
+                await asyncio.wait_for(writer.drain(), timeout=0.5)
+            except TimeoutError:
+                break
+            sent += len(chunk)
+        await asyncio.sleep(0.5)
+        held = sum(
+            (c.peer.transport.get_write_buffer_size() if c.peer and c.peer.transport else 0)
+            + len(c.buffer)
+            for c in relay.connections
+        )
+        assert sent < 48 << 20, "the client was never slowed down"
+        assert held < 2 << 20, f"the relay holds {held} bytes for a stalled DC"
+        writer.transport.abort()
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.asyncio
+async def test_2000_concurrent_connections_complete_and_release_their_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20_000), hard))
+    try:
+        async with running() as (relay, dc, _):
+            port = relay.addresses[0][1]
+            baseline = _open_files()
+
+            async def one(i: int) -> bytes:
+                client = await DDClient.connect(port)
+                payload = i.to_bytes(4, "big") * 64
+                client.send(payload)
+                try:
+                    (echo,) = await asyncio.wait_for(read_frames(client.recv, 1), timeout=60)
+                finally:
+                    client.writer.close()
+                    await client.writer.wait_closed()
+                return echo == payload
+
+            results = await asyncio.gather(*(one(i) for i in range(2000)))
+            assert all(results) and len(results) == 2000
+            await dc.wait_for(lambda d: d.active == 0, timeout=30)
+            async with asyncio.timeout(30):
+                while relay.connections:
+                    await asyncio.sleep(0.05)
+            assert dc.connections == 2000
+            assert _open_files() <= baseline
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.asyncio
+async def test_dd_header_starting_like_tls_is_still_relayed() -> None:
+    """1 in 256 obfuscated2 headers starts with 0x16; only 16 03 01 means fake-TLS."""
+    async with running() as (relay, _, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.addresses[0][1])
+        while True:
+            header, enc, dec = obfs2.client_header(KEY, PADDED, 2)
+            if header[0] == 0x16 and header[1:3] != b"\x03\x01":
+                break
+        writer.write(header[:1])
+        await asyncio.sleep(0.05)  # the relay sees the 0x16 alone first
+        writer.write(header[1:] + enc.update(encode_frame(PADDED, b"hello!!!")))
+
+        async def recv() -> bytes:
+            return dec.update(await reader.read(65536))  # type: ignore[no-any-return]
+
+        assert await asyncio.wait_for(read_frames(recv, 1), timeout=5) == [b"hello!!!"]
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_metrics_on_loopback_per_secret_without_client_addresses() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = sock.getsockname()[1]
+    async with running(metrics_listen=("127.0.0.1", metrics_port)) as (relay, _, _):
+        client = await DDClient.connect(relay.addresses[0][1])
+        client.send(b"ping")
+        assert await read_frames(client.recv, 1) == [b"ping"]
+        client.writer.close()
+        await masked_reply(relay.addresses[0][1], b"GET / HTTP/1.0\r\n\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", metrics_port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        page = (await asyncio.wait_for(reader.read(), timeout=5)).decode()
+        writer.close()
+    assert page.startswith("HTTP/1.1 200 OK")
+    assert 'relay_connections_total{secret="main"} 1' in page
+    assert 'relay_bytes_total{direction="up",secret="main"}' in page
+    assert 'relay_handshake_failures_total{reason="not-mtproto",secret=""} 1' in page
+    assert "relay_masked_total 1" in page
+    assert "127.0.0.1" not in page.split("\r\n\r\n", 1)[1]

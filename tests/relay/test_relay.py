@@ -323,3 +323,17 @@ async def test_metrics_on_loopback_per_secret_without_client_addresses() -> None
     assert 'relay_handshake_failures_total{reason="not-mtproto",secret=""} 1' in page
     assert "relay_masked_total 1" in page
     assert "127.0.0.1" not in page.split("\r\n\r\n", 1)[1]
+
+
+@pytest.mark.asyncio
+async def test_several_listen_addresses_ipv4_and_ipv6() -> None:
+    listen = (("127.0.0.1", 0), ("127.0.0.1", 0), ("::1", 0))
+    async with running(listen=listen) as (relay, dc, _):
+        assert len(relay.addresses) == 3
+        for host, port in relay.addresses:
+            reader, writer = await asyncio.open_connection(host, port)
+            client = DDClient(reader, writer, KEY)
+            client.send(host.encode().ljust(12, b"."))
+            assert await read_frames(client.recv, 1) == [host.encode().ljust(12, b".")]
+            writer.close()
+        assert dc.connections == 3

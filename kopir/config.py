@@ -92,8 +92,10 @@ class RelayLimitsConfig:
     max_connections_per_secret: int = 0
     """0 means no per-secret limit."""
     replay_cache: int = 100_000
-    time_skew_past: Duration = Duration(1200)
-    time_skew_future: Duration = Duration(600)
+    time_skew_past: Duration = Duration(600)
+    """How far a fake-TLS client's clock may be behind."""
+    time_skew_future: Duration = Duration(1200)
+    """How far it may be ahead."""
 
 
 @dataclass(frozen=True)

@@ -76,14 +76,16 @@ def parse_client_hello(
     record: bytes,
     secrets: Sequence[Secret],
     now: float,
-    skew_past: float = 1200,
-    skew_future: float = 600,
+    skew_past: float = 600,
+    skew_future: float = 1200,
 ) -> ClientHello:
     """Validate a whole ClientHello record against the secrets and the time window.
 
-    The window is ``now - skew_past < ts < now + skew_future``. Small timestamps (below one
-    year of seconds) are clients sending uptime instead of the clock; we refuse them, because
-    they would turn the window off and make replays undetectable across restarts.
+    The window is ``now - skew_past < ts < now + skew_future``: by default a client clock may
+    be 10 minutes behind or 20 minutes ahead (PROTOCOLS.md: -20 min < now - ts < +10 min).
+    Some clients send a small uptime instead of the clock; the window refuses them, on purpose:
+    accepting them would switch the window off and leave only the replay cache, which a
+    restart empties.
     """
     hello_length(record[:5])
     fields = _hello_fields(record)

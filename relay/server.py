@@ -60,8 +60,10 @@ class RelaySettings:
     max_connections: int = 10_000
     max_connections_per_secret: int = 0
     """0: no per-secret limit."""
-    skew_past: float = 1200.0
-    skew_future: float = 600.0
+    skew_past: float = 600.0
+    """How far a fake-TLS client's clock may be behind ours (seconds)."""
+    skew_future: float = 1200.0
+    """How far it may be ahead."""
     replay_cache: int = 100_000
     strict_sni: bool = False
     metrics_listen: tuple[str, int] | None = None

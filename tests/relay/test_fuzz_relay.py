@@ -1,0 +1,670 @@
+"""Fuzz tests for the relay's sans-IO cores: fake-TLS (``relay.faketls``) and obfuscated2
+(``relay.obfs2``), against PROTOCOLS.md "MTProto transport obfuscation" and "Fake-TLS".
+
+Every parser gets arbitrary input, input behind a valid header, and mutations of valid input.
+It may refuse only with ``HandshakeError``; whatever it accepts is checked against an
+independent implementation of the wire rules (the HMAC and time window of a ClientHello, the
+keystreams of obfuscated2) written here from PROTOCOLS.md, not imported from the code under test.
+
+Hypothesis is derandomized, and the modules' ``os.urandom`` is replaced by a seeded source (with
+hypothesis-chosen first candidates), so every example reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import TypeVar
+from unittest import mock
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from relay import faketls, obfs2
+from relay.errors import HandshakeError
+from relay.faketls import ClientHello, RecordReader, hello_length, parse_client_hello, wrap
+from relay.obfs2 import Secret, client_header, ctr, dc_header, never_a_header, parse_client_header
+from tests.relay import tlsclient
+
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+FEW = settings(FUZZ, max_examples=100)
+
+NOW = 1_800_000_000  # 2027-01-15, fixed so nothing depends on the clock
+KEY = bytes.fromhex("0123456789abcdef0123456789abcdef")
+OTHER = bytes.fromhex("fedcba9876543210fedcba9876543210")
+MAIN = Secret("main", KEY)
+SECRETS = (Secret("other", OTHER), MAIN)
+DOMAIN = "example.com"
+T = TypeVar("T")
+
+# PROTOCOLS.md, written out again rather than taken from the modules.
+MAX_PAYLOAD = 16384
+MAX_PENDING = 5 + MAX_PAYLOAD + 256
+GREASE = {bytes([b, b]) for b in range(0x0A, 0x100, 0x10)}
+TAGS = (b"\xef\xef\xef\xef", b"\xee\xee\xee\xee", b"\xdd\xdd\xdd\xdd")
+FORBIDDEN_STARTS = (
+    b"HEAD",
+    b"POST",
+    b"GET ",
+    b"OPTI",
+    b"\xdd\xdd\xdd\xdd",
+    b"\xee\xee\xee\xee",
+    b"\x16\x03\x01\x02",
+)
+# The HTTP methods clients are required to avoid as a header's first 4 bytes; other methods
+# (PUT, DELETE...) can begin a genuine header, so the relay may not mask them early.
+HTTP_METHODS = b"GET POST HEAD OPTIONS".split()
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: deterministic randomness, an independent ClientHello signer and verifier
+# ---------------------------------------------------------------------------------------------
+
+
+class SeededOS:
+    """Stands in for ``os`` in a module: ``urandom`` hands out ``first`` candidates, then a
+    seeded stream (each candidate is padded or cut to the requested size)."""
+
+    def __init__(self, seed: int, first: Sequence[bytes] = ()) -> None:
+        self._rng = random.Random(seed)
+        self._first = list(first)
+
+    def urandom(self, n: int) -> bytes:
+        if self._first:
+            return (self._first.pop(0) + self._rng.randbytes(n))[:n]
+        return self._rng.randbytes(n)
+
+
+@contextmanager
+def seeded(module: object, seed: int, first: Sequence[bytes] = ()) -> Iterator[None]:
+    with mock.patch.object(module, "os", SimpleNamespace(urandom=SeededOS(seed, first).urandom)):
+        yield
+
+
+def valid_hello(key: bytes = KEY, timestamp: int = NOW, seed: int = 0) -> bytes:
+    with seeded(tlsclient, seed):
+        return tlsclient.client_hello(key, DOMAIN, timestamp)
+
+
+def sign(record: bytes, key: bytes, timestamp: int) -> bytes:
+    """Put the fake-TLS digest into ``record`` (PROTOCOLS.md "Client hello")."""
+    rec = bytearray(record)
+    rec[11:43] = bytes(32)
+    mac = hmac.new(key, bytes(rec), hashlib.sha256).digest()
+    rec[11:43] = bytes(
+        a ^ b for a, b in zip(mac, bytes(28) + timestamp.to_bytes(4, "little"), strict=True)
+    )
+    return bytes(rec)
+
+
+def signed_timestamp(record: bytes, key: bytes) -> int | None:
+    """The timestamp when ``record`` carries a valid digest under ``key``, else None."""
+    if len(record) < 43:
+        return None
+    zeroed = record[:11] + bytes(32) + record[43:]
+    mac = hmac.new(key, zeroed, hashlib.sha256).digest()
+    xored = bytes(a ^ b for a, b in zip(record[11:43], mac, strict=True))
+    return int.from_bytes(xored[28:], "little") if xored[:28] == bytes(28) else None
+
+
+def parse_hello(
+    record: bytes,
+    secrets: Sequence[Secret] = SECRETS,
+    now: float = NOW,
+    past: float = 600,
+    future: float = 1200,
+) -> ClientHello | None:
+    """``parse_client_hello``, None on HandshakeError; any other exception propagates."""
+    try:
+        hello = parse_client_hello(record, secrets, now, past, future)
+    except HandshakeError as exc:
+        assert isinstance(exc.reason, str) and exc.reason
+        return None
+    check_accepted_hello(record, hello, secrets, now, past, future)
+    return hello
+
+
+def check_accepted_hello(
+    record: bytes,
+    hello: ClientHello,
+    secrets: Sequence[Secret],
+    now: float,
+    past: float,
+    future: float,
+) -> None:
+    """Whatever parse_client_hello accepts must verify independently and be well-formed."""
+    assert record[:3] == b"\x16\x03\x01"
+    assert hello.secret in secrets
+    timestamp = signed_timestamp(record, hello.secret.key)
+    assert timestamp is not None, "accepted a record whose digest does not verify"
+    assert timestamp == hello.timestamp
+    assert now - past < timestamp < now + future
+    assert hello.random == record[11:43]
+    assert isinstance(hello.session_id, bytes) and len(hello.session_id) == 32
+    assert isinstance(hello.cipher_suite, bytes) and len(hello.cipher_suite) == 2
+    assert hello.cipher_suite not in GREASE
+    assert hello.sni is None or isinstance(hello.sni, str)
+
+
+def hello_length_or_none(head: bytes) -> int | None:
+    try:
+        length = hello_length(head)
+    except HandshakeError:
+        return None
+    assert head[:3] == b"\x16\x03\x01"
+    assert length == 5 + int.from_bytes(head[3:5], "big")
+    assert length >= 512
+    return length
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. ClientHello: hello_length and parse_client_hello
+# ---------------------------------------------------------------------------------------------
+
+TLS_HEADER = b"\x16\x03\x01"
+
+
+@st.composite
+def behind_tls_header(draw: st.DrawFn) -> bytes:
+    """Random bytes behind ``16 03 01 LL LL``, with LL usually the true length."""
+    body = draw(st.binary(min_size=0, max_size=700))
+    if draw(st.booleans()):
+        length = len(body)
+    else:
+        length = draw(st.integers(0, 0xFFFF) | st.sampled_from([506, 507, 511, 512, 16384]))
+    return TLS_HEADER + length.to_bytes(2, "big") + body
+
+
+@given(st.binary(max_size=700) | behind_tls_header())
+@FUZZ
+def test_hello_parsers_only_raise_handshake_error(data: bytes) -> None:
+    hello_length_or_none(data[:5])
+    hello_length_or_none(data)
+    assert parse_hello(data) is None  # random bytes never carry our HMAC
+
+
+def test_hello_length_bounds() -> None:
+    assert hello_length(TLS_HEADER + b"\x02\x00") == 517
+    assert hello_length(TLS_HEADER + (507).to_bytes(2, "big")) == 512
+    for head in (
+        TLS_HEADER + (506).to_bytes(2, "big"),
+        TLS_HEADER + b"\x02",
+        b"",
+        b"\x16\x03\x03\x02\x00",
+    ):
+        with pytest.raises(HandshakeError):
+            hello_length(head)
+
+
+def test_valid_hello_is_accepted_by_the_right_secret() -> None:
+    record = valid_hello()
+    hello = parse_hello(record)
+    assert hello is not None
+    assert hello.secret == MAIN
+    assert hello.sni == DOMAIN
+    assert hello.session_id == record[44:76]
+    assert hello.cipher_suite == b"\x13\x01"  # the first suite, 0a0a, is GREASE
+    assert hello.timestamp == NOW
+    with pytest.raises(HandshakeError) as info:
+        parse_client_hello(record, [Secret("other", OTHER)], NOW)
+    assert info.value.reason == "bad-hmac"
+
+
+@st.composite
+def mutations(draw: st.DrawFn, base: bytes) -> bytes:
+    """``base`` after 1-4 edits, with positions biased to the header, the digest and its
+    timestamp, the session id, the suites and the SNI."""
+    rec = bytearray(base)
+    hot = st.sampled_from([0, 1, 2, 3, 4, 5, 9, 10, 11, 37, 38, 39, 40, 41, 42, 43, 44, 76, 77, 78])
+    digest = st.integers(11, 42)
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(hot | digest | st.integers(0, len(rec)))
+        pos = min(pos, len(rec))
+        kind = draw(
+            st.sampled_from(["flip", "set", "insert", "delete", "truncate", "append", "retime"])
+        )
+        if kind == "retime":  # move the signed timestamp, often staying in the window
+            delta = draw(st.integers(-1300, 700))
+            change = (NOW ^ (NOW + delta)).to_bytes(4, "little")
+            rec[39:43] = bytes(a ^ b for a, b in zip(rec[39:43], change, strict=False))
+        elif kind == "flip" and pos < len(rec):
+            rec[pos] ^= draw(st.integers(1, 255))
+        elif kind == "set" and pos < len(rec):
+            rec[pos] = draw(st.sampled_from([0, 1, 0x20, 0xFF]) | st.integers(0, 255))
+        elif kind == "insert":
+            rec[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif kind == "delete":
+            del rec[pos : pos + draw(st.integers(1, 8))]
+        elif kind == "truncate":
+            del rec[pos:]
+        else:
+            rec += draw(st.binary(min_size=1, max_size=8))
+    return bytes(rec)
+
+
+BASE_HELLO = valid_hello()
+
+
+@given(mutations(BASE_HELLO))
+@FUZZ
+def test_mutated_hello_is_accepted_only_if_still_signed(record: bytes) -> None:
+    hello_length_or_none(record[:5])
+    hello = parse_hello(record)
+    if hello is None:
+        return
+    # Only the 4 bytes carrying the timestamp are outside the HMAC and not fixed by it.
+    assert record[:39] == BASE_HELLO[:39] and record[43:] == BASE_HELLO[43:]
+    assert hello.secret == MAIN
+    assert (hello.sni, hello.session_id) == (DOMAIN, BASE_HELLO[44:76])
+
+
+def test_every_digest_bit_matters() -> None:
+    """Flipping any one bit of bytes 11..39 breaks the digest; in 39..43 it moves the clock."""
+    for pos in range(11, 43):
+        for bit in range(8):
+            record = bytearray(BASE_HELLO)
+            record[pos] ^= 1 << bit
+            hello = parse_hello(bytes(record), past=2**32, future=2**32)
+            assert (hello is not None) == (pos >= 39), (pos, bit)
+            if hello is not None:
+                assert hello.timestamp == NOW ^ (1 << (bit + 8 * (pos - 39)))
+
+
+@given(mutations(BASE_HELLO), st.integers(NOW - 599, NOW + 1199))
+@FUZZ
+def test_mutated_then_resigned_hello_is_well_formed_if_accepted(record: bytes, ts: int) -> None:
+    """Re-signing after the mutation gets past the HMAC into the field parser."""
+    if len(record) < 43:
+        assert parse_hello(record) is None
+        return
+    record = sign(record, KEY, ts)
+    hello = parse_hello(record)
+    if (
+        record[:3] == TLS_HEADER
+        and record[3:5] == BASE_HELLO[3:5]
+        and record[5:] == (BASE_HELLO[5:11] + record[11:43] + BASE_HELLO[43:])
+    ):
+        assert hello is not None  # untouched structure, fresh digest: must pass
+
+
+GARBLE = ("sid_len", "sid", "suites_len", "compression", "ext_len", "msg_type", "size", "cut")
+
+
+@st.composite
+def signed_garbage(draw: st.DrawFn) -> bytes:
+    """A signed ``16 03 01`` record: a ClientHello skeleton with random suites and extensions
+    (some of them server_name with lying lengths), and none, one or all fields garbled."""
+    garbled = draw(st.sampled_from([(), (), *((g,) for g in GARBLE), GARBLE]))
+
+    def field(name: str, good: st.SearchStrategy[T], bad: st.SearchStrategy[T]) -> T:
+        return draw(bad if name in garbled else good)
+
+    sid_len = field("sid_len", st.just(32), st.sampled_from([0, 31, 33, 255]) | st.integers(0, 255))
+    sid = field("sid", st.binary(min_size=32, max_size=32), st.binary(max_size=40))
+    suites = draw(st.binary(max_size=12) | st.sampled_from([b"", b"\x0a", b"\x0a\x0a\x1a\x1a"]))
+    suites_len = field("suites_len", st.just(len(suites)), st.integers(0, 0xFFFF))
+    server_name = st.builds(
+        lambda name, lie: struct.pack(">HBH", len(name) + 3, 0, max(0, len(name) + lie)) + name,
+        st.binary(max_size=20) | st.sampled_from([b"Example.COM", "\u00e9.fr".encode()]),
+        st.sampled_from([0, 0, -3, -1, 1, 3]),
+    )
+    ext = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([b"\x00\x00", b"\x00\x15", b"\xaa\xaa"]),
+                st.binary(max_size=30) | server_name,
+                st.sampled_from([0, 0, 0, -2, -1, 1, 2]),
+            ),
+            max_size=4,
+        )
+    )
+    exts = b"".join(
+        kind + max(0, len(body) + lie).to_bytes(2, "big") + body for kind, body, lie in ext
+    )
+    ext_len = field("ext_len", st.just(len(exts)), st.integers(0, 0xFFFF))
+    compression = field(
+        "compression", st.just(b"\x01\x00"), st.sampled_from([b"\x00", b"", b"\x05\x00", b"\xff"])
+    )
+    body = (
+        b"\x03\x03" + bytes(32) + bytes([sid_len]) + sid
+        + suites_len.to_bytes(2, "big") + suites + compression
+        + ext_len.to_bytes(2, "big") + exts
+    )  # fmt: skip
+    msg_type = field("msg_type", st.just(0x01), st.integers(0, 255))
+    handshake = bytes([msg_type]) + len(body).to_bytes(3, "big") + body
+    size = field("size", st.sampled_from([512, 517, 600]), st.integers(0, 700))
+    handshake += bytes(max(0, size - 5 - len(handshake)))
+    cut = field("cut", st.just(len(handshake)), st.integers(0, len(handshake)))
+    record = TLS_HEADER + len(handshake).to_bytes(2, "big") + handshake[:cut]
+    if len(record) < 43:
+        return record
+    return sign(record, KEY, draw(st.integers(NOW - 1199, NOW + 599)))
+
+
+@given(signed_garbage())
+@FUZZ
+def test_signed_garbage_fields_are_well_formed_if_accepted(record: bytes) -> None:
+    hello = parse_hello(record)
+    if hello is not None:
+        assert hello.secret == MAIN
+        assert hello.session_id == record[44:76]
+
+
+@given(
+    delta=st.integers(-3000, 3000) | st.sampled_from([-600, -599, 1199, 1200, 0]),
+    past=st.integers(0, 2000) | st.just(600),
+    future=st.integers(0, 2000) | st.just(1200),
+    seed=st.integers(0, 2**32),
+)
+@FEW
+def test_time_window(delta: int, past: int, future: int, seed: int) -> None:
+    record = valid_hello(timestamp=NOW + delta, seed=seed)
+    inside = -past < delta < future
+    try:
+        hello = parse_client_hello(record, SECRETS, NOW, past, future)
+    except HandshakeError as exc:
+        assert not inside
+        assert exc.reason == "time-skew"
+    else:
+        assert inside
+        check_accepted_hello(record, hello, SECRETS, NOW, past, future)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2 and 3. RecordReader and wrap
+# ---------------------------------------------------------------------------------------------
+
+
+def model_records(stream: bytes) -> tuple[bytes, bool]:
+    """(payloads of the complete leading records, whether a bad record header was seen)."""
+    out, pos = b"", 0
+    while len(stream) - pos >= 5:
+        kind, version = stream[pos], stream[pos + 1 : pos + 3]
+        length = int.from_bytes(stream[pos + 3 : pos + 5], "big")
+        if kind not in (0x14, 0x17) or version != b"\x03\x03" or length > MAX_PENDING - 5:
+            return out, True
+        if pos + 5 + length > len(stream):
+            break
+        if kind == 0x17:
+            out += stream[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+    return out, False
+
+
+def chunks(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)] or [b""]
+
+
+def feed_all(reader: RecordReader, parts: Sequence[bytes]) -> tuple[bytes, bool]:
+    """Feed ``parts``; (output so far, whether HandshakeError stopped it)."""
+    out = b""
+    for part in parts:
+        try:
+            out += reader.feed(part)
+        except HandshakeError as exc:
+            assert exc.reason == "bad-record"
+            return out, True
+        assert 0 <= reader.pending <= MAX_PENDING
+    return out, False
+
+
+@st.composite
+def record_piece(draw: st.DrawFn) -> bytes:
+    """A record header (valid or nearly), or raw bytes."""
+    kind = draw(st.sampled_from([0x17, 0x17, 0x14, 0x16, 0x15, 0x00]))
+    version = draw(st.sampled_from([b"\x03\x03", b"\x03\x03", b"\x03\x01", b"\x00\x00"]))
+    length = draw(st.integers(0, 40) | st.sampled_from([16384, 16640, 16641, 0xFFFF]))
+    return bytes([kind]) + version + length.to_bytes(2, "big") + draw(st.binary(max_size=45))
+
+
+streams = st.lists(record_piece() | st.binary(max_size=20), max_size=8).map(b"".join)
+cut_lists = st.lists(st.integers(0, 2000), max_size=10)
+
+
+@given(st.binary(max_size=2000) | streams, cut_lists)
+@FUZZ
+def test_record_reader_on_arbitrary_streams(stream: bytes, cuts: list[int]) -> None:
+    out, failed = feed_all(RecordReader(), chunks(stream, cuts))
+    want, bad = model_records(stream)
+    assert failed == bad
+    if failed:
+        assert want.startswith(out)
+    else:
+        assert out == want
+
+
+@st.composite
+def valid_record_stream(draw: st.DrawFn) -> tuple[bytes, bytes]:
+    """(stream of 14/17 records with payloads <= 16384, the 17 payloads concatenated)."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    stream, payloads = [], []
+    for kind, size in draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from([0x17, 0x17, 0x14]),
+                st.integers(0, 64) | st.sampled_from([16383, 16384]) | st.integers(0, MAX_PAYLOAD),
+            ),
+            max_size=6,
+        )
+    ):
+        payload = b"\x01" if kind == 0x14 and size else rng.randbytes(size)
+        stream.append(bytes([kind]) + b"\x03\x03" + len(payload).to_bytes(2, "big") + payload)
+        if kind == 0x17:
+            payloads.append(payload)
+    return b"".join(stream), b"".join(payloads)
+
+
+@given(valid_record_stream(), st.lists(st.integers(0, 6 * MAX_PAYLOAD), max_size=12))
+@FUZZ
+def test_record_reader_split_anywhere(records: tuple[bytes, bytes], cuts: list[int]) -> None:
+    stream, want = records
+    reader = RecordReader()
+    out, failed = feed_all(reader, chunks(stream, cuts))
+    assert not failed
+    assert out == want
+    assert reader.pending == 0
+
+
+def test_record_reader_byte_by_byte_and_limits() -> None:
+    stream = faketls.CCS_RECORD + wrap(b"hello") + b"\x17\x03\x03\x00\x00" + wrap(b"!")
+    reader = RecordReader()
+    assert b"".join(reader.feed(stream[i : i + 1]) for i in range(len(stream))) == b"hello!"
+    reader = RecordReader()
+    assert reader.feed(b"\x17\x03\x03\x41\x00") == b"" and reader.pending == 5  # 16640: allowed
+    for bad in (b"\x17\x03\x03\x41\x01", b"\x16\x03\x03\x00\x00", b"\x17\x03\x01\x00\x00"):
+        with pytest.raises(HandshakeError):
+            RecordReader().feed(bad)
+
+
+@given(
+    size=st.integers(0, 100_000)
+    | st.sampled_from([0, 1, 16383, 16384, 16385, 32768, 32769, 100_000]),
+    seed=st.integers(0, 2**32),
+    cuts=st.lists(st.integers(0, 100_100), max_size=8),
+)
+@FEW
+def test_wrap_round_trip(size: int, seed: int, cuts: list[int]) -> None:
+    data = random.Random(seed).randbytes(size)
+    wrapped = wrap(data)
+    pos, count = 0, 0
+    while pos < len(wrapped):
+        assert wrapped[pos : pos + 3] == b"\x17\x03\x03"
+        length = int.from_bytes(wrapped[pos + 3 : pos + 5], "big")
+        assert length <= MAX_PAYLOAD
+        pos, count = pos + 5 + length, count + 1
+    assert pos == len(wrapped)
+    assert count == max(1, -(-size // MAX_PAYLOAD))
+    reader = RecordReader()
+    out, failed = feed_all(reader, chunks(wrapped, cuts))
+    assert not failed and out == data and reader.pending == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. obfuscated2: parse_client_header
+# ---------------------------------------------------------------------------------------------
+
+
+@given(st.binary(max_size=100) | st.binary(min_size=64, max_size=64))
+@FUZZ
+def test_parse_client_header_only_raises_handshake_error(header: bytes) -> None:
+    try:
+        stream = parse_client_header(header, SECRETS)
+    except HandshakeError as exc:
+        if len(header) != 64:
+            assert exc.reason == "short-header"
+        else:
+            assert exc.reason in ("unknown-secret", "bad-tag")
+    else:  # 3 in 2**32 for random 64 bytes: only if it really decrypts to a tag
+        assert len(header) == 64 and stream.tag in TAGS
+
+
+keys = st.binary(min_size=16, max_size=16)
+tags = st.sampled_from(TAGS)
+dcs = st.integers(-1000, 1000) | st.sampled_from([-1, 0, 1, 2, 5, 203])
+
+
+@st.composite
+def header_candidates(draw: st.DrawFn) -> list[bytes]:
+    """First urandom results: starts the generators must reject, to exercise their retry."""
+    bad = st.one_of(
+        st.sampled_from(FORBIDDEN_STARTS).map(lambda s: s + b"\x01\x02\x03\x04"),
+        st.binary(min_size=7, max_size=7).map(lambda b: b"\xef" + b),
+        st.binary(min_size=4, max_size=4).map(lambda b: b + bytes(4)),
+    )
+    return draw(st.lists(bad, max_size=3))
+
+
+def make_client(key: bytes, tag: bytes, dc: int, seed: int, first: Sequence[bytes] = ()):
+    with seeded(obfs2, seed, first):
+        return client_header(key, tag, dc)
+
+
+def check_generated(header: bytes) -> None:
+    assert len(header) == 64
+    assert header[0] != 0xEF
+    assert header[:4] not in FORBIDDEN_STARTS
+    assert header[4:8] != bytes(4)
+
+
+@given(
+    key=keys,
+    tag=tags,
+    dc=dcs,
+    seed=st.integers(0, 2**32),
+    first=header_candidates(),
+    up=st.binary(max_size=300),
+    down=st.binary(max_size=300),
+)
+@FUZZ
+def test_client_header_round_trip(key, tag, dc, seed, first, up, down) -> None:
+    header, encryptor, decryptor = make_client(key, tag, dc, seed, first)
+    check_generated(header)
+    assert not never_a_header(header)
+    secret = Secret("k", key)
+    others = [Secret("o", k) for k in (bytes(16), OTHER) if k != key]
+    stream = parse_client_header(header, [others[0], secret, *others[1:]])
+    assert (stream.secret, stream.tag, stream.dc) == (secret, tag, dc)
+    # client→proxy: the decryptor continues the client's keystream after the header
+    assert stream.decryptor.update(encryptor.update(up)) == up
+    # proxy→client: the keys handed back are the ones the client decrypts with
+    assert decryptor.update(ctr(stream.encrypt_key, stream.encrypt_iv).update(down)) == down
+    # independent key schedule (PROTOCOLS.md)
+    r = header[8:56][::-1]
+    assert stream.encrypt_key == hashlib.sha256(r[:32] + key).digest()
+    assert stream.encrypt_iv == r[32:48]
+    plain = ctr(hashlib.sha256(header[8:40] + key).digest(), header[40:56]).update(header)
+    assert plain[56:60] == tag and int.from_bytes(plain[60:62], "little", signed=True) == dc
+
+
+@given(key=keys, other=keys, tag=tags, dc=dcs, seed=st.integers(0, 2**32))
+@FUZZ
+def test_client_header_refusals(key, other, tag, dc, seed) -> None:
+    header = make_client(key, tag, dc, seed)[0]
+    if other != key:
+        with pytest.raises(HandshakeError) as info:
+            parse_client_header(header, [Secret("o", other)])
+        assert info.value.reason == "unknown-secret"
+    allowed = [t for t in TAGS if t != tag]
+    with pytest.raises(HandshakeError) as info:
+        parse_client_header(header, [Secret("k", key)], allowed)
+    assert info.value.reason == "bad-tag"
+    with pytest.raises(HandshakeError) as info:
+        parse_client_header(header[:63], [Secret("k", key)])
+    assert info.value.reason == "short-header"
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. obfuscated2: dc_header, plain and fast mode
+# ---------------------------------------------------------------------------------------------
+
+
+@given(
+    key=keys,
+    tag=tags,
+    dc=dcs,
+    seed=st.integers(0, 2**32),
+    first=header_candidates(),
+    fast=st.booleans(),
+    up=st.binary(max_size=300),
+    down=st.binary(max_size=300),
+)
+@FUZZ
+def test_dc_header(key, tag, dc, seed, first, fast, up, down) -> None:
+    header, _, client_decryptor = make_client(key, tag, dc, seed)
+    stream = parse_client_header(header, [Secret("k", key)])
+    with seeded(obfs2, seed + 1, first):
+        if fast:
+            out = dc_header(stream.tag, stream.dc, stream.encrypt_key, stream.encrypt_iv)
+        else:
+            out = dc_header(stream.tag, stream.dc)
+    check_generated(out.header)
+    # The DC's view: no secret, key = h[8:40], IV = h[40:56], the whole 64 bytes decrypted.
+    dc_in = ctr(out.header[8:40], out.header[40:56])
+    plain = dc_in.update(out.header)
+    assert plain[56:60] == tag
+    assert int.from_bytes(plain[60:62], "little", signed=True) == dc
+    assert dc_in.update(out.encryptor.update(up)) == up  # upload counter continues at 64
+    r = out.header[8:56][::-1]
+    dc_reply = ctr(r[:32], r[32:48]).update(down)
+    if fast:
+        assert out.decryptor is None
+        assert client_decryptor.update(dc_reply) == down  # forwarded untouched
+    else:
+        assert out.decryptor is not None
+        assert out.decryptor.update(dc_reply) == down
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. never_a_header
+# ---------------------------------------------------------------------------------------------
+
+
+@given(
+    method=st.sampled_from(HTTP_METHODS),
+    rest=st.sampled_from([b" / HTTP/1.1\r\n", b" * HTTP/1.0\r\nHost: x\r\n\r\n", b" "])
+    | st.binary(max_size=80).map(lambda b: b" " + b),
+)
+@FUZZ
+def test_never_a_header_for_http(method: bytes, rest: bytes) -> None:
+    assert never_a_header(method + rest)
+    assert never_a_header(b"\xef" + rest)  # the unobfuscated abridged transport
+
+
+@given(key=keys, tag=tags, dc=dcs, seed=st.integers(0, 2**32), first=header_candidates())
+@FUZZ
+def test_never_a_header_is_false_for_client_headers(key, tag, dc, seed, first) -> None:
+    header = make_client(key, tag, dc, seed, first)[0]
+    # The relay asks with whatever prefix has arrived so far.
+    assert not any(never_a_header(header[:n]) for n in range(65))

@@ -33,7 +33,7 @@ from signing.canonical import (
     require,
 )
 from signing.errors import FormatError, VerificationError
-from signing.minisign import PublicKey, SecretKey, Signature, sign, verify
+from signing.minisign import PublicKey, SecretKey, Signature, key_id_hex, sign, verify
 
 FORMAT = "kopir-trust/1"
 ROLES = ("root", "lists", "links", "log")
@@ -93,7 +93,7 @@ class TrustRoot:
         """The key with this id and role, or ``unknown-key`` / ``revoked-key``."""
         found = self.by_key_id.get(key_id)
         if found is None or role not in found.roles:
-            raise VerificationError("unknown-key", f"key {_hex(key_id)} has no {role!r} role")
+            raise VerificationError("unknown-key", f"key {key_id_hex(key_id)} has no {role!r} role")
         if not found.active(now):
             raise VerificationError("revoked-key", f"key {found.name} was revoked {found.revoked}")
         return found
@@ -118,10 +118,6 @@ class TrustRoot:
 def link_kid(key_id: bytes) -> str:
     """The ``kid`` parameter of a signed link: base64url of the key id, unpadded."""
     return base64.urlsafe_b64encode(key_id).rstrip(b"=").decode("ascii")
-
-
-def _hex(key_id: bytes) -> str:
-    return f"{int.from_bytes(key_id, 'little'):016X}"
 
 
 def _parse_key(obj: object, index: int) -> TrustKey:

@@ -37,7 +37,10 @@ PASSPHRASE = "correct horse battery staple"
 WRONG_PASSPHRASE = "correct horse battery stapler"
 PASSPHRASE_ENV = {"KOPIR_KEY_PASSPHRASE": PASSPHRASE}
 
-PUBLIC_KEY_FIRST_LINE = re.compile(r"untrusted comment: minisign public key ([0-9A-F]{16})")
+# Stock minisign prints the key id with %PRIX64: upper-case hex, no zero padding.
+PUBLIC_KEY_FIRST_LINE = re.compile(
+    r"untrusted comment: minisign public key ([1-9A-F][0-9A-F]{0,15}|0)"
+)
 VERIFIED = "Signature and comment signature verified"
 LIST_COMMENT_PREFIX = "kopir-list version=1 expires=2099-01-01T00:00:00Z sha256="
 
@@ -50,7 +53,7 @@ class KeyPair:
     pub: Path
     key: Path
     key_id: str
-    """As minisign prints it: ``%016X`` of the little-endian uint64."""
+    """As minisign prints it: ``%X`` of the little-endian uint64 (no zero padding)."""
 
 
 def minisign(
@@ -566,3 +569,19 @@ def test_stock_verifies_kopir_signed_list(run_kopir, kopir_key: KeyPair, tmp_pat
     flip_byte(listing, len(data) // 2)
     tampered = minisign("-V", "-m", listing, "-x", sig, "-p", kopir_key.pub)
     assert tampered.returncode == 1, (tampered.stdout, tampered.stderr)
+
+
+def test_key_id_with_leading_zeros_matches_stock_minisign(tmp_path: Path) -> None:
+    """minisign prints key ids without zero padding; our files must match it byte for byte."""
+    from signing.minisign import SecretKey
+
+    key = SecretKey(bytes([0x0D, 0, 0, 0, 0, 0, 0x10, 0x00]), bytes(range(32)))
+    secret = tmp_path / "z.key"
+    secret.write_text(key.text(None), encoding="ascii")
+    secret.chmod(0o600)
+    ours = tmp_path / "z.pub"
+    ours.write_text(key.public_key.text(), encoding="ascii")
+    assert ours.read_text().startswith("untrusted comment: minisign public key 1000000000000D\n")
+    recovered = tmp_path / "recovered.pub"
+    assert_ok(minisign("-R", "-s", secret, "-p", recovered))
+    assert recovered.read_text(encoding="ascii") == ours.read_text(encoding="ascii")

@@ -1,0 +1,579 @@
+"""The relay's CPU and memory costs, measured against its own process in one run.
+
+The relay runs as ``kopir relay serve`` in a process of its own, on 127.0.0.1, with fake
+Telegram DCs (``tests.relay.fakedc.FakeDC``) and fake-TLS clients (``tests.relay.tlsclient``)
+in this process. Only the relay's own CPU time (utime + stime from ``/proc/PID/stat``) and
+memory (VmRSS from ``/proc/PID/status``) count, never wall time (DESIGN.md §10). What it
+measures, per event loop:
+
+- ``upload_cpu_s_per_gib``: N fake-TLS clients push the bytes through the relay to a ``sink``
+  DC. The clients send one random 64 KiB chunk, pre-wrapped in TLS records, over and over
+  without encrypting it: the relay decrypts and re-encrypts it all the same, and the sink
+  does not look at it, so the relay does exactly its real work while this process spares an
+  AES pass. CPU is counted from when every client's DC link is up until the sink holds every
+  byte.
+- ``download_cpu_s_per_gib``: a ``source`` DC sends the bytes to N clients, which count them
+  raw (no decryption). CPU is counted from after the TLS handshakes, so it includes the N
+  headers and DC dials (a few milliseconds) as well as the transfer.
+- ``crypto_floor_cpu_s_per_gib``: one AES-256-CTR pass (``cryptography``) over the same bytes
+  in 64 KiB chunks, CPU time of this process; ``upload_floor_ratio`` and
+  ``download_floor_ratio`` divide each direction by the floor measured next to it (targets:
+  at most 4 and 2). ``*_user_cpu_s_per_gib``, ``*_system_cpu_s_per_gib`` and
+  ``*_page_faults_per_gib`` split the relay's time and count its minor page faults, to show
+  where it goes: the floor is user-space AES alone, while the relay's figure also carries the
+  kernel's loopback TCP work and the zeroed pages its buffers take. The relay inherits this
+  process's environment, so ``MALLOC_*`` variables set here change the figures.
+- ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
+  after the server's three records, so the relay never dials a DC (target: at least 3000).
+- ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
+  to a cap, each past its handshake and obfuscated2 header (so the relay has dialled the sink
+  DC), then silent; the relay's RSS is read at each step and the figure is the least-squares
+  slope of RSS against the count (target: at most 16 KiB). Both the relay and this process
+  hold two descriptors per connection, so the cap stays under half the hard RLIMIT_NOFILE.
+
+Each round starts one relay per event loop, asyncio's and (when installed) uvloop's, in
+alternation (A B A B); the figures are medians over the rounds, and the ratios medians of
+per-round ratios. uvloop figures carry a ``uvloop_`` prefix. Run from anywhere:
+
+    python bench/relay_bench.py [--quick] [--no-uvloop] [--mib 512] [--clients 8]
+        [--handshakes 2000] [--idle 9000] [--rounds 3]
+
+``--quick`` (for CI) uses 32 MiB, 300 handshakes, 1000 idle connections and 2 rounds. At
+32 MiB the relay's CPU spans only a few clock ticks (10 ms each), so its figures are coarse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import resource
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.relay, which is not installed
+
+from relay import faketls, obfs2  # noqa: E402
+from tests.relay.fakedc import FakeDC  # noqa: E402
+from tests.relay.tlsclient import (  # noqa: E402
+    BadServerHello,
+    TlsClient,
+    check_server_hello,
+    client_hello,
+    read_server_hello,
+)
+
+HOST = "127.0.0.1"
+DOMAIN = "example.com"
+KEY = os.urandom(16)
+CHUNK = 64 * 1024
+GIB = 1 << 30
+TICKS = os.sysconf("SC_CLK_TCK")
+SINK_DC, SOURCE_DC = 2, 3
+CONNECT_BATCH = 64
+"""Fake-TLS connections opened at once: well under the fake DC's accept backlog (100)."""
+FD_SPARE = 200
+"""Descriptors kept free in this process besides two per connection."""
+
+CONFIG = """\
+[relay]
+listen = ["127.0.0.1:0"]
+modes = ["ee", "dd"]
+tls_domain = "{domain}"
+mask_host = "127.0.0.1"
+mask_port = 9      # nothing there; not used by valid clients
+metrics_listen = ""
+[relay.dc]
+"{sink}" = "127.0.0.1:{sink_port}"
+"{source}" = "127.0.0.1:{source_port}"
+[relay.limits]
+max_connections = 20000
+idle_timeout = "1h"
+handshake_timeout = "60s"
+[[relay.secrets]]
+name = "bench"
+secret = "{key}"
+"""
+T = TypeVar("T")
+Samples = dict[str, list[float]]
+LISTENING = re.compile(r"relay listening on 127\.0\.0\.1:(\d+) \(.*; (\w+) loop\)")
+
+
+class BenchError(Exception):
+    """The relay or a peer misbehaved; the message says what was seen."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    total: int
+    """Bytes moved per transfer (each direction), split evenly over the clients."""
+    clients: int
+    handshakes: int
+    parallel: int
+    """Handshakes in flight at once."""
+    idle: int
+    """The most idle connections to open."""
+    idle_steps: int
+
+
+# -- the relay process --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A process's CPU time in seconds, in user space and in the kernel, and page faults."""
+
+    user: float
+    system: float
+    faults: int
+    """Minor page faults: each new page the kernel hands out (zeroed) counts one."""
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(self.user - other.user, self.system - other.system, self.faults - other.faults)
+
+
+@dataclass
+class RelayProcess:
+    proc: asyncio.subprocess.Process
+    port: int
+
+    def usage(self) -> Usage:
+        """utime, stime and minflt (fields 14, 15 and 10; field 2, the name, may hold spaces)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return Usage(int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(fields[7]))
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError(f"no VmRSS in /proc/{self.proc.pid}/status")
+
+    async def settled(self) -> Usage:
+        """Usage once the relay has stopped using CPU (at most about 5 s of waiting)."""
+        last = self.usage()
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            now, last = last, self.usage()
+            if now.total == last.total:
+                break
+        return last
+
+
+@contextlib.asynccontextmanager
+async def relay_process(loop: str, dcs: dict[int, int], work: Path) -> AsyncIterator[RelayProcess]:
+    """Start ``kopir relay serve`` with ``loop``; SIGTERM it and wait on the way out."""
+    config = work / f"relay-{loop}.toml"
+    text = CONFIG.format(
+        domain=DOMAIN,
+        key=KEY.hex(),
+        sink=SINK_DC,
+        sink_port=dcs[SINK_DC],
+        source=SOURCE_DC,
+        source_port=dcs[SOURCE_DC],
+    )
+    config.write_text(text)
+    command = [sys.executable, "-m", "kopir.cli", "relay", "serve", "-c", str(config)]
+    if loop == "asyncio":
+        command.append("--no-uvloop")
+    errors = work / f"relay-{loop}.stderr"
+    with errors.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            *command, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=stderr
+        )
+    try:
+        yield RelayProcess(proc, await _listening_port(proc, loop))
+    finally:
+        await _stop(proc)
+        _report_stderr(errors, proc.returncode)
+
+
+async def _listening_port(proc: asyncio.subprocess.Process, loop: str) -> int:
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode(errors="replace")
+    except TimeoutError:
+        raise BenchError("the relay printed nothing for 30 s after starting") from None
+    match = LISTENING.match(line)
+    if not match:
+        raise BenchError(f"the relay did not start; its first line was {line.strip()!r}")
+    if match[2] != loop:
+        raise BenchError(f"asked for the {loop} loop, the relay runs {match[2]}")
+    return int(match[1])
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 20)
+        except TimeoutError:
+            print("relay_bench: the relay ignored SIGTERM for 20 s; killed", file=sys.stderr)
+            proc.kill()
+            await proc.wait()
+
+
+def _report_stderr(path: Path, returncode: int | None) -> None:
+    text = path.read_text(errors="replace").strip()
+    if text:
+        more = f"\n[... {len(text) - 3000} more characters]" if len(text) > 3000 else ""
+        print(f"relay_bench: the relay wrote to stderr:\n{text[:3000]}{more}", file=sys.stderr)
+    if returncode not in (0, None):
+        print(f"relay_bench: the relay exited with code {returncode}", file=sys.stderr)
+
+
+@dataclass
+class Rig:
+    relay: RelayProcess
+    sink: FakeDC
+    source: FakeDC
+
+
+@contextlib.asynccontextmanager
+async def rig(loop: str, work: Path) -> AsyncIterator[Rig]:
+    """A relay process on ``loop`` with a sink DC and a source DC; all stopped on exit."""
+    async with FakeDC("sink") as sink, FakeDC("source") as source:
+        dcs = {SINK_DC: sink.port, SOURCE_DC: source.port}
+        async with relay_process(loop, dcs, work) as relay:
+            yield Rig(relay, sink, source)
+
+
+# -- clients ------------------------------------------------------------------------------
+
+
+async def bounded(task: Awaitable[T], timeout: float, what: str) -> T:
+    try:
+        return await asyncio.wait_for(task, timeout)
+    except TimeoutError:
+        raise BenchError(f"stalled: {what} not done after {timeout:.0f} s") from None
+
+
+async def wait_until(
+    condition: Callable[[], bool], describe: Callable[[], str], timeout: float
+) -> None:
+    """Poll ``condition``; on timeout raise with ``describe()`` (what was reached by then)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchError(f"stalled: {describe()} after {timeout:.0f} s")
+        await asyncio.sleep(0.01)
+
+
+async def connect_into(clients: list[TlsClient], rig: Rig, count: int, dc: int) -> None:
+    """Open ``count`` fake-TLS connections to ``dc``, appending each to ``clients`` at once
+    (so the caller can close them even if a later one fails), and wait for the DC links."""
+    dc_server = rig.sink if dc == SINK_DC else rig.source
+    want = dc_server.connections + count
+    for start in range(0, count, CONNECT_BATCH):
+        batch = (
+            asyncio.wait_for(TlsClient.connect(HOST, rig.relay.port, KEY, DOMAIN, dc), 30)
+            for _ in range(min(CONNECT_BATCH, count - start))
+        )
+        results = await asyncio.gather(*batch, return_exceptions=True)
+        clients.extend(r for r in results if isinstance(r, TlsClient))
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise BenchError(f"{len(failed)} fake-TLS connections failed: {failed[0]!r}")
+    await wait_until(
+        lambda: dc_server.connections >= want,
+        lambda: f"{dc_server.connections} of {want} DC links from the relay",
+        30,
+    )
+
+
+async def all_closed(rig: Rig) -> None:
+    """Wait for the relay to close its DC links once the clients have gone (else it leaks)."""
+    await wait_until(
+        lambda: rig.sink.active == rig.source.active == 0,
+        lambda: (
+            f"{rig.sink.active + rig.source.active} DC links still open after the clients closed"
+        ),
+        30,
+    )
+
+
+async def close_all(clients: list[TlsClient]) -> None:
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    clients.clear()
+
+
+async def tls_handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection and complete the fake-TLS handshake, sending nothing more."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        hello = client_hello(KEY, DOMAIN)
+        writer.write(hello)
+        check_server_hello(KEY, hello, await asyncio.wait_for(read_server_hello(reader), 30))
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+def send_header(writer: asyncio.StreamWriter, dc: int) -> None:
+    """What `TlsClient.connect` sends after the handshake: CCS and the obfuscated2 header."""
+    header, _, _ = obfs2.client_header(KEY, obfs2.PADDED, dc)
+    writer.write(faketls.CCS_RECORD + faketls.wrap(header))
+
+
+def transfer_timeout(total: int) -> float:
+    return 60 + total / (5 * 1024 * 1024)
+
+
+# -- measurements -------------------------------------------------------------------------
+
+
+def crypto_floor(total: int) -> float:
+    """CPU seconds per GiB of one AES-256-CTR pass in 64 KiB chunks, in this process."""
+    context = Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+    chunk, count = os.urandom(CHUNK), max(1, total // CHUNK)
+    start = time.process_time()
+    for _ in range(count):
+        context.update(chunk)
+    return (time.process_time() - start) / (count * CHUNK / GIB)
+
+
+async def upload(rig: Rig, sizes: Sizes) -> tuple[Usage, int]:
+    """Relay CPU time and bytes sent client → DC."""
+    chunks = max(1, sizes.total // sizes.clients // CHUNK)
+    moved = chunks * CHUNK * sizes.clients
+    records = faketls.wrap(os.urandom(CHUNK))
+    clients: list[TlsClient] = []
+    try:
+        await connect_into(clients, rig, sizes.clients, SINK_DC)
+        base, start = rig.sink.bytes_in, await rig.relay.settled()
+        pushes = asyncio.gather(*(_push(c.writer, records, chunks) for c in clients))
+        await bounded(pushes, transfer_timeout(moved), f"{sizes.clients} clients' upload")
+        await wait_until(
+            lambda: rig.sink.bytes_in - base >= moved,
+            lambda: f"the sink DC got {rig.sink.bytes_in - base} of {moved} bytes",
+            transfer_timeout(moved),
+        )
+        used = await rig.relay.settled() - start
+        if rig.sink.bytes_in - base != moved:
+            raise BenchError(f"the sink DC got {rig.sink.bytes_in - base} bytes, not {moved}")
+    finally:
+        await close_all(clients)
+    await all_closed(rig)
+    return used, moved
+
+
+async def _push(writer: asyncio.StreamWriter, data: bytes, count: int) -> None:
+    for _ in range(count):
+        writer.write(data)
+        await writer.drain()
+
+
+async def download(rig: Rig, sizes: Sizes) -> tuple[Usage, int]:
+    """Relay CPU time and bytes sent DC → client."""
+    each = max(1, sizes.total // sizes.clients // CHUNK) * CHUNK
+    rig.source.source_bytes = each
+    links: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        for _ in range(sizes.clients):
+            links.append(await tls_handshake(rig.relay.port))
+        start = await rig.relay.settled()
+        for _, writer in links:
+            send_header(writer, SOURCE_DC)
+        reads = asyncio.gather(*(_count_to_eof(reader) for reader, _ in links))
+        got = await bounded(reads, transfer_timeout(each * sizes.clients), "download")
+        used = await rig.relay.settled() - start
+    finally:
+        for _, writer in links:
+            writer.close()
+    if min(got) < each:  # each client gets the payload plus 5-byte record headers
+        raise BenchError(f"a client got {min(got)} bytes before EOF, not at least {each}")
+    await all_closed(rig)
+    return used, each * sizes.clients
+
+
+async def _count_to_eof(reader: asyncio.StreamReader) -> int:
+    count = 0
+    while data := await reader.read(256 * 1024):
+        count += len(data)
+    return count
+
+
+async def handshakes(rig: Rig, sizes: Sizes) -> float:
+    """Fake-TLS handshakes per relay CPU second; clients close after the server's records,
+    so the relay never dials a DC."""
+    shares = [sizes.handshakes // sizes.parallel] * sizes.parallel
+    shares[0] += sizes.handshakes % sizes.parallel
+    start = await rig.relay.settled()
+    workers = asyncio.gather(*(_handshake_worker(rig.relay.port, n) for n in shares))
+    await bounded(workers, 60 + sizes.handshakes * 0.05, f"{sizes.handshakes} handshakes")
+    spent = (await rig.relay.settled() - start).total
+    if spent <= 0:
+        raise BenchError(f"{sizes.handshakes} handshakes took less than a clock tick")
+    return sizes.handshakes / spent
+
+
+async def _handshake_worker(port: int, count: int) -> None:
+    for _ in range(count):
+        _, writer = await tls_handshake(port)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def idle(rig: Rig, sizes: Sizes) -> tuple[int, float]:
+    """(connections reached, RSS bytes per idle connection from the least-squares slope)."""
+    counts, rss = [], []
+    clients: list[TlsClient] = []
+    try:
+        for step in range(sizes.idle_steps + 1):
+            target = sizes.idle * step // sizes.idle_steps
+            await connect_into(clients, rig, target - len(clients), SINK_DC)
+            await rig.relay.settled()
+            counts.append(len(clients))
+            rss.append(rig.relay.rss())
+    finally:
+        await close_all(clients)
+    await all_closed(rig)
+    return counts[-1], statistics.linear_regression(counts, rss).slope
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
+    """Every figure once, against a fresh relay on ``loop``; appends to ``out``."""
+    async with rig(loop, work) as r:
+        for direction, transfer in (("upload", upload), ("download", download)):
+            floor = crypto_floor(sizes.total)
+            used, moved = await transfer(r, sizes)
+            per_gib = GIB / moved
+            out["crypto_floor_cpu_s_per_gib"].append(floor)
+            out[f"{direction}_cpu_s_per_gib"].append(used.total * per_gib)
+            out[f"{direction}_floor_ratio"].append(used.total * per_gib / floor)
+            out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
+            out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
+            out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
+        out["handshakes_per_cpu_s"].append(await handshakes(r, sizes))
+        reached, slope = await idle(r, sizes)
+        out["idle_connections"].append(reached)
+        out["rss_bytes_per_idle_connection"].append(slope)
+    latest = ", ".join(f"{name} {FIGURES[name].format(v[-1])}" for name, v in out.items())
+    print(f"relay_bench: {loop}: {latest}", file=sys.stderr)
+
+
+FIGURES = {
+    "crypto_floor_cpu_s_per_gib": "{:.3f}",
+    "upload_cpu_s_per_gib": "{:.3f}",
+    "upload_floor_ratio": "{:.2f}",
+    "download_cpu_s_per_gib": "{:.3f}",
+    "download_floor_ratio": "{:.2f}",
+    "handshakes_per_cpu_s": "{:.0f}",
+    "idle_connections": "{:.0f}",
+    "rss_bytes_per_idle_connection": "{:.0f}",
+    "upload_user_cpu_s_per_gib": "{:.3f}",
+    "upload_system_cpu_s_per_gib": "{:.3f}",
+    "download_user_cpu_s_per_gib": "{:.3f}",
+    "download_system_cpu_s_per_gib": "{:.3f}",
+    "upload_page_faults_per_gib": "{:.0f}",
+    "download_page_faults_per_gib": "{:.0f}",
+}
+
+
+async def run(loops: list[str], sizes: Sizes, rounds: int) -> tuple[dict[str, Samples], list[str]]:
+    """Samples per loop, and the loops dropped because their relay failed (told on stderr)."""
+    samples: dict[str, Samples] = {loop: {name: [] for name in FIGURES} for loop in loops}
+    failed: list[str] = []
+    task = asyncio.current_task()
+    assert task is not None
+    # SIGTERM unwinds like Ctrl-C does, so the relay is stopped and the peers closed.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as work:
+        for number in range(rounds):
+            for loop in [loop for loop in loops if loop not in failed]:  # A B A B
+                print(f"relay_bench: round {number + 1}/{rounds}, {loop}", file=sys.stderr)
+                try:
+                    await one_round(loop, sizes, Path(work), samples[loop])
+                except (BenchError, OSError, asyncio.IncompleteReadError, BadServerHello) as exc:
+                    print(
+                        f"relay_bench: {loop} failed, no {loop} figures: {exc!r}", file=sys.stderr
+                    )
+                    failed.append(loop)
+    return samples, failed
+
+
+def raise_fd_limit(connections: int) -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (the relay inherits it); return how many
+    idle connections fit: two descriptors each, here and in the relay."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 2 * connections + FD_SPARE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return min(connections, (hard - FD_SPARE) // 2)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument("--no-uvloop", action="store_true", help="measure asyncio's loop only")
+    parser.add_argument("--mib", type=int, help="MiB per transfer (512; quick 32)")
+    parser.add_argument("--clients", type=int, default=8, help="parallel transfer clients")
+    parser.add_argument("--handshakes", type=int, help="handshakes per round (2000; quick 300)")
+    parser.add_argument("--parallel", type=int, default=8, help="handshakes in flight")
+    parser.add_argument("--idle", type=int, help="idle connection cap (9000; quick 1000)")
+    parser.add_argument("--idle-steps", type=int, default=6, help="RSS readings after 0")
+    parser.add_argument("--rounds", type=int, help="rounds per loop (3; quick 2)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    quick = args.quick
+    sizes = Sizes(
+        total=(args.mib or (32 if quick else 512)) * 1024 * 1024,
+        clients=args.clients,
+        handshakes=args.handshakes or (300 if quick else 2000),
+        parallel=args.parallel,
+        idle=raise_fd_limit(args.idle or (1000 if quick else 9000)),
+        idle_steps=args.idle_steps,
+    )
+    rounds = args.rounds or (2 if quick else 3)
+    loops = ["asyncio"]
+    if not args.no_uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop  # noqa: F401
+
+            loops.append("uvloop")
+    started = time.monotonic()
+    try:
+        samples, failed = asyncio.run(run(loops, sizes, rounds))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("relay_bench: interrupted; the relay was stopped")
+    print(f"rounds: {rounds}")
+    print(f"clients: {sizes.clients}")
+    print(f"bytes_per_transfer: {sizes.total}")
+    print(f"handshakes: {sizes.handshakes}")
+    for loop in (loop for loop in loops if loop not in failed):
+        prefix = "" if loop == "asyncio" else f"{loop}_"
+        for name, form in FIGURES.items():
+            values = samples[loop][name]
+            value = min(values) if name == "idle_connections" else statistics.median(values)
+            print(f"{prefix}{name}: {form.format(value)}")
+    print(f"bench_wall_s: {time.monotonic() - started:.0f}")
+    if failed:
+        sys.exit(f"relay_bench: no figures for {', '.join(failed)} (see above)")
+
+
+if __name__ == "__main__":
+    main()

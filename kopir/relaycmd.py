@@ -15,6 +15,7 @@ from kopir.config import Config, ConfigError, load_config
 from kopir.output import CommandFailed, emit
 from relay import Relay, RelaySettings, Secret
 from relay.dc import parse_host_port
+from relay.tuning import tune_allocator
 
 
 def _secret(config: Config, index: int, name: str, text: str) -> Secret:
@@ -125,6 +126,7 @@ def _reload(relay: Relay, path: Path) -> None:
 def relay_serve(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_config(path)
+    tune_allocator()
     if not args.no_uvloop:
         try:
             import uvloop  # the optional "fast" extra

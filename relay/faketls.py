@@ -164,13 +164,19 @@ def server_hello(hello: ClientHello, appdata_size: int) -> bytes:
 
 def wrap(data: bytes) -> bytes:
     """Frame stream bytes as ``17 03 03`` records of at most 16,384 payload bytes each."""
+    return b"".join(wrap_parts(data))
+
+
+def wrap_parts(data: bytes) -> list[bytes | memoryview]:
+    """``wrap`` as a list of headers and payload views, for ``writelines`` (no copies here)."""
     if len(data) <= MAX_RECORD_PAYLOAD:
-        return APPDATA_PREFIX + struct.pack(">H", len(data)) + data
-    parts = []
+        return [APPDATA_PREFIX + struct.pack(">H", len(data)), data]
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = []
     for start in range(0, len(data), MAX_RECORD_PAYLOAD):
-        chunk = data[start : start + MAX_RECORD_PAYLOAD]
-        parts.append(APPDATA_PREFIX + struct.pack(">H", len(chunk)) + chunk)
-    return b"".join(parts)
+        chunk = view[start : start + MAX_RECORD_PAYLOAD]
+        parts += (APPDATA_PREFIX + struct.pack(">H", len(chunk)), chunk)
+    return parts
 
 
 class RecordReader:
@@ -188,23 +194,48 @@ class RecordReader:
         """Bytes held while waiting for the rest of a record (bounded by one record)."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> bytes:
-        self._buffer += data
-        out = bytearray()
-        buf = self._buffer
-        pos = 0
-        while len(buf) - pos >= RECORD_HEADER:
-            kind = buf[pos]
-            length = (buf[pos + 3] << 8) | buf[pos + 4]
-            if kind not in (0x14, 0x17) or buf[pos + 1 : pos + 3] != b"\x03\x03":
-                raise HandshakeError("bad-record", f"unexpected TLS record type {kind:#04x}")
-            if length > MAX_RECORD_PAYLOAD + 256:
-                raise HandshakeError("bad-record", f"TLS record of {length} bytes is too long")
+    def feed(self, data: bytes | memoryview) -> bytes:
+        view = memoryview(data)
+        payloads: list[bytes | memoryview] = []
+        if self._buffer:  # finish the record a previous read left incomplete
+            view = self._complete(view, payloads)
+        pos, size = 0, len(view)
+        while size - pos >= RECORD_HEADER:
+            length = _record_length(view[pos : pos + RECORD_HEADER])
             end = pos + RECORD_HEADER + length
-            if end > len(buf):
+            if end > size:
                 break
-            if kind == 0x17:
-                out += buf[pos + RECORD_HEADER : end]
+            if view[pos] == 0x17:
+                payloads.append(view[pos + RECORD_HEADER : end])
             pos = end
-        del buf[:pos]
-        return bytes(out)
+        self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)
+        return bytes(payloads[0]) if len(payloads) == 1 else b"".join(payloads)
+
+    def _complete(self, view: memoryview, payloads: list[bytes | memoryview]) -> memoryview:
+        """Move bytes from ``view`` into the pending record; return what is left of ``view``."""
+        buf = self._buffer
+        if len(buf) < RECORD_HEADER:
+            take = RECORD_HEADER - len(buf)
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) < RECORD_HEADER:
+                return view
+        missing = RECORD_HEADER + _record_length(buf) - len(buf)
+        buf += view[:missing]
+        if len(view) < missing:
+            return view[len(view) :]
+        if buf[0] == 0x17:
+            payloads.append(bytes(buf[RECORD_HEADER:]))
+        buf.clear()
+        return view[missing:]
+
+
+def _record_length(head: bytes | bytearray | memoryview) -> int:
+    """The payload length from a record header, after checking its type and version."""
+    kind = head[0]
+    if kind not in (0x14, 0x17) or head[1] != 3 or head[2] != 3:
+        raise HandshakeError("bad-record", f"unexpected TLS record type {kind:#04x}")
+    length = (head[3] << 8) | head[4]
+    if length > MAX_RECORD_PAYLOAD + 256:
+        raise HandshakeError("bad-record", f"TLS record of {length} bytes is too long")
+    return length

@@ -251,7 +251,10 @@ class ClientProtocol(asyncio.Protocol):
             assert self.secret is not None
             self.relay.metrics.add("relay_bytes_total", len(data), secret=self.secret.name,
                                    direction="down")  # fmt: skip
-            self.transport.write(faketls.wrap(data) if self.tls is not None else data)
+            if self.tls is not None:
+                self.transport.writelines(faketls.wrap_parts(data))
+            else:
+                self.transport.write(data)
         else:
             self.transport.write(data)
 

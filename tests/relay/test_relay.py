@@ -337,3 +337,9 @@ async def test_several_listen_addresses_ipv4_and_ipv6() -> None:
             assert await read_frames(client.recv, 1) == [host.encode().ljust(12, b".")]
             writer.close()
         assert dc.connections == 3
+
+
+def test_allocator_tuning_applies_on_glibc() -> None:
+    from relay.tuning import tune_allocator
+
+    assert tune_allocator(), "mallopt was not found or refused the thresholds"

@@ -2,16 +2,25 @@
 Depends on nothing else in kopir; it sends text that it is given."""
 
 from smsgw.errors import EncodingError, KeyFileError, QueueError, SmsError, SubscriberError
+from smsgw.numbers import NumberKey, create_key_file, load_key_file, normalize
 from smsgw.segment import Part, Segmentation, decode, segment
+from smsgw.subscribers import ImportReport, Subscriber, SubscriberStore
 
 __all__ = [
     "EncodingError",
+    "ImportReport",
     "KeyFileError",
+    "NumberKey",
     "Part",
     "QueueError",
     "Segmentation",
     "SmsError",
+    "Subscriber",
     "SubscriberError",
+    "SubscriberStore",
+    "create_key_file",
     "decode",
+    "load_key_file",
+    "normalize",
     "segment",
 ]

@@ -3,6 +3,7 @@ Depends on nothing else in kopir; it sends text that it is given."""
 
 from smsgw.errors import EncodingError, KeyFileError, QueueError, SmsError, SubscriberError
 from smsgw.numbers import NumberKey, create_key_file, load_key_file, normalize
+from smsgw.queue import Message, NewMessage, Queue, State, normalize_provider_id
 from smsgw.segment import Part, Segmentation, decode, segment
 from smsgw.subscribers import ImportReport, Subscriber, SubscriberStore
 
@@ -10,11 +11,15 @@ __all__ = [
     "EncodingError",
     "ImportReport",
     "KeyFileError",
+    "Message",
+    "NewMessage",
     "NumberKey",
     "Part",
+    "Queue",
     "QueueError",
     "Segmentation",
     "SmsError",
+    "State",
     "Subscriber",
     "SubscriberError",
     "SubscriberStore",
@@ -22,5 +27,6 @@ __all__ = [
     "decode",
     "load_key_file",
     "normalize",
+    "normalize_provider_id",
     "segment",
 ]

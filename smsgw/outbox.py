@@ -1,0 +1,93 @@
+"""The ``outbox`` backend: messages become files in the data dir instead of SMS.
+
+It is the default, so the whole pipeline runs with no provider: each accepted part is written
+as ``<outbox>/<queue id>.json`` (atomically), and a line is appended to ``<outbox>/outbox.log``
+for people to read. The files name the recipient by keyed reference only, never by number, so
+an outbox on a seized laptop reveals no one. The outbox "delivers" at once: it reports a
+``delivered`` receipt for every message it accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from smsgw.backend import InboundHandler, OutgoingSms, Receipt, ReceiptHandler, SendResult
+
+
+class OutboxBackend:
+    name = "outbox"
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        self._on_receipt: ReceiptHandler | None = None
+
+    async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._on_receipt = on_receipt
+
+    async def send(self, batch: Sequence[OutgoingSms]) -> list[SendResult]:
+        results = []
+        for sms in batch:
+            provider_id = uuid.uuid4().hex
+            try:
+                self._write(sms, provider_id)
+            except OSError as exc:
+                results.append(SendResult(sms.message_id, "retry", error=f"outbox: {exc.strerror}"))
+                continue
+            results.append(SendResult(sms.message_id, "accepted", provider_id))
+        # Receipts come after the results, as from a real provider: the worker must have
+        # recorded each provider id before the receipt can match it.
+        loop = asyncio.get_running_loop()
+        for result in results:
+            if result.status == "accepted" and self._on_receipt and result.provider_id:
+                loop.call_soon(self._on_receipt, Receipt(result.provider_id, "delivered"))
+        return results
+
+    async def stop(self) -> None:
+        self._on_receipt = None
+
+    def _write(self, sms: OutgoingSms, provider_id: str) -> None:
+        record = {
+            "id": sms.message_id,
+            "provider_id": provider_id,
+            "to_ref": sms.ref,
+            "text": sms.text,
+            "data_coding": sms.data_coding,
+            "esm_class": sms.esm_class,
+            "short_message": sms.short_message.hex(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
+        _write_atomic(self.dir / f"{sms.message_id:012d}.json", data)
+        line = f"{record['time']} message {sms.message_id} to {sms.ref[:12]}: {sms.text}\n"
+        with open(self.dir / "outbox.log", "a", encoding="utf-8") as log:
+            log.write(line)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_outbox(directory: Path) -> list[dict[str, object]]:
+    """Every message in an outbox, oldest first (for tests, the e2e rehearsal and people)."""
+    records = []
+    for path in sorted(Path(directory).glob("*.json")):
+        records.append(json.loads(path.read_text(encoding="utf-8")))
+    return records

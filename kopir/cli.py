@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import relay
 import signing
-from kopir import logcmd, relaycmd, signcmd, trustcmd
+import smsgw
+from kopir import logcmd, relaycmd, signcmd, smscmd, trustcmd
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     trustcmd.add_parsers(sub, common)
     logcmd.add_parsers(sub, common)
     relaycmd.add_parsers(sub, common)
+    smscmd.add_parsers(sub, common)
     return parser
 
 
@@ -65,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(as_json, str(exc), exc.code, exc.data)
     except ConfigError as exc:
         return _fail(as_json, str(exc), EXIT_USAGE, {})
-    except signing.SigningError as exc:
+    except (signing.SigningError, smsgw.SmsError, relay.RelayError) as exc:
         return _fail(as_json, str(exc), 1, {})
     except KeyboardInterrupt:
         return _fail(as_json, "interrupted", 130, {})

@@ -117,12 +117,51 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class SmppConfig:
+    host: str = "127.0.0.1"
+    port: int = 2775
+    system_id: str = ""
+    password: str = ""
+    """The SMPP password, or "env:NAME" to read it from the environment."""
+    window: int = 10
+    """submit_sm PDUs in flight at once."""
+    throughput: float = 0.0
+    """Messages per second; 0 means unlimited."""
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    backend: Literal["outbox", "smpp"] = "outbox"
+    queue: Path = Path("sms/queue.db")
+    """The durable SQLite queue; relative to the data dir."""
+    outbox: Path = Path("sms/outbox")
+    """Where the outbox backend writes messages; relative to the data dir."""
+    window: int = 50
+    """Messages the worker claims and hands to the backend at a time."""
+    retry_delay: Duration = Duration(30)
+    """Wait before retrying a throttled or failed-to-connect message."""
+    smpp: SmppConfig = field(default_factory=SmppConfig)
+
+
+@dataclass(frozen=True)
+class SubscribersConfig:
+    db: Path = Path("sms/subscribers.db")
+    """The encrypted subscriber store; relative to the data dir."""
+    key: Path = Path("keys/subscribers.key")
+    """The 32-byte key file (mode 0600) that encrypts numbers; made on first use."""
+    default_region: str = "KZ"
+    """How numbers without a country code are read."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     log: LogConfig = field(default_factory=LogConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
+    subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
 
     @property
     def data_dir(self) -> Path:

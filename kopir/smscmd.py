@@ -1,0 +1,239 @@
+"""``kopir sms send|subscribers|campaign|status``: SMS from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import smsgw
+from kopir.config import Config, ConfigError, load_config
+from kopir.output import CommandFailed, emit
+from smsgw.backend import Backend
+from smsgw.compose import instruction_message, link_message
+from smsgw.outbox import OutboxBackend
+from smsgw.worker import Worker, enqueue
+
+
+def _key(config: Config) -> smsgw.NumberKey:
+    path = config.in_data(config.subscribers.key)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return smsgw.create_key_file(path)
+    return smsgw.load_key_file(path)
+
+
+def _store(config: Config) -> smsgw.SubscriberStore:
+    path = config.in_data(config.subscribers.db)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return smsgw.SubscriberStore(
+        path, _key(config), default_region=config.subscribers.default_region
+    )
+
+
+def _queue(config: Config) -> smsgw.Queue:
+    path = config.in_data(config.sms.queue)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return smsgw.Queue(path)
+
+
+def backend(config: Config) -> Backend:
+    """The configured backend."""
+    if config.sms.backend == "outbox":
+        return OutboxBackend(config.in_data(config.sms.outbox))
+    raise ConfigError(
+        f"{config.path}: [sms] backend = {config.sms.backend!r} cannot send from the command "
+        'line yet; use "outbox"'
+    )
+
+
+async def _send_all(config: Config, queue: smsgw.Queue, key: smsgw.NumberKey) -> Any:
+    worker = Worker(
+        queue, key, backend(config), window=config.sms.window, retry_delay=config.sms.retry_delay
+    )
+    await worker.start()
+    try:
+        return await worker.drain()
+    finally:
+        await worker.stop()
+        await asyncio.sleep(0)  # let the last receipts be recorded
+
+
+def sms_send(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    number = smsgw.normalize(args.to, config.subscribers.default_region)
+    message = link_message(args.link) if args.link else smsgw.segment(args.text)
+    key, queue = _key(config), _queue(config)
+    try:
+        ids = enqueue(
+            queue, key, number, args.campaign or f"send-{time.time_ns()}", message, time.time()
+        )
+        asyncio.run(_send_all(config, queue, key))
+        states = [queue.get(i) for i in ids]
+    finally:
+        queue.close()
+    bad = [m for m in states if m.state not in ("accepted", "delivered")]
+    data = {
+        "to": key.short_ref(number),
+        "parts": len(ids),
+        "states": [str(m.state) for m in states],
+    }
+    if bad:
+        raise CommandFailed(f"not sent: {bad[0].state} ({bad[0].last_error})", data=data)
+    emit(
+        args.json,
+        f"sent {len(ids)} part(s) to {key.short_ref(number)} via {config.sms.backend}",
+        data,
+    )
+    return 0
+
+
+def sms_status(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    queue = _queue(config)
+    try:
+        counts = {str(k): v for k, v in queue.counts().items()}
+        campaigns = {
+            c: {str(k): v for k, v in by.items() if v}
+            for c, by in queue.counts_by_campaign().items()
+        }
+    finally:
+        queue.close()
+    lines = ["state       messages"] + [f"{state:<11} {n}" for state, n in counts.items()]
+    lines += [
+        f"campaign {name}: " + ", ".join(f"{s} {n}" for s, n in by.items())
+        for name, by in sorted(campaigns.items())
+    ]
+    emit(args.json, "\n".join(lines), {"states": counts, "campaigns": campaigns})
+    return 0
+
+
+def sms_campaign(args: argparse.Namespace) -> int:
+    """One link per subscriber, from a file of signed links (used in turn)."""
+    config = load_config(Path(args.config))
+    links = [line.strip() for line in Path(args.links).read_text().splitlines() if line.strip()]
+    if not links:
+        raise CommandFailed(f"{args.links} has no links", code=2)
+    name = args.name or f"campaign-{time.strftime('%Y%m%d%H%M%S')}"
+    key, queue = _key(config), _queue(config)
+    now = time.time()
+    with _store(config) as store:
+        subscribers = list(store.iter_all())
+        for i, sub in enumerate(subscribers):
+            enqueue(queue, key, sub.number, name, link_message(links[i % len(links)]), now)
+            if args.instructions:
+                enqueue(
+                    queue, key, sub.number, f"{name}-help", instruction_message(sub.language), now
+                )
+    try:
+        report = asyncio.run(_send_all(config, queue, key))
+    finally:
+        queue.close()
+    emit(
+        args.json,
+        f"campaign {name}: {len(subscribers)} subscribers, {report.accepted} parts "
+        f"accepted, {report.retried} to retry, {report.failed} failed",
+        {
+            "campaign": name,
+            "subscribers": len(subscribers),
+            "accepted": report.accepted,
+            "retried": report.retried,
+            "failed": report.failed,
+        },
+    )
+    return 0 if not report.failed else 1
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty() and total:
+        width = 30
+        filled = width * done // total
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)
+        if done >= total:
+            print(file=sys.stderr)
+
+
+def sms_subscribers(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    if args.action in ("add", "remove") and not args.number:
+        raise CommandFailed(f"kopir sms subscribers {args.action} needs a NUMBER", code=2)
+    if args.action == "import" and not args.csv:
+        raise CommandFailed("kopir sms subscribers import needs --csv FILE", code=2)
+    with _store(config) as store:
+        if args.action == "add":
+            ref = store.add(args.number, args.lang, args.pool, args.consent, time.time())
+            emit(args.json, f"added {ref[:12]}", {"ref": ref[:12]})
+        elif args.action == "import":
+            report = store.import_csv(
+                Path(args.csv), args.lang, args.pool, args.consent, time.time(), _progress
+            )
+            for bad in report.bad:
+                print(f"kopir: {args.csv}: {bad}", file=sys.stderr)
+            emit(
+                args.json,
+                f"{report.added} added, {report.updated} updated, {report.rejected} rejected",
+                {"added": report.added, "updated": report.updated, "rejected": report.rejected},
+            )
+        elif args.action == "remove":
+            removed = store.remove(args.number)
+            emit(args.json, "removed" if removed else "not subscribed", {"removed": removed})
+        elif args.action == "purge":
+            if not args.yes:
+                raise CommandFailed("purge deletes every subscriber: add --yes to confirm", code=2)
+            emit(args.json, f"purged {store.purge()} subscribers", {"purged": True})
+        else:
+            emit(
+                args.json,
+                f"{store.count()} subscribers",
+                {
+                    "count": store.count(),
+                    "by_language": store.count_by("language"),
+                    "by_pool": store.count_by("pool"),
+                },
+            )
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: Any) -> None:
+    sms = sub.add_parser("sms", help="SMS: send, subscribers, campaigns, status").add_subparsers(
+        dest="sms_command", required=True
+    )
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = sms.add_parser(name, parents=[common], help=help_text)
+        parser.add_argument("-c", "--config", default="config.toml", help="config file")
+        return parser
+
+    send = with_config("send", "send one message (exit 0 once accepted)")
+    send.add_argument("--to", required=True, help="phone number, e.g. +77012345678")
+    what = send.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="the text (any language)")
+    what.add_argument("--link", help="a signed link: sent as a GSM-7 link message")
+    send.add_argument("--campaign", help="campaign name (default: one of its own)")
+    send.set_defaults(func=sms_send)
+
+    status = with_config("status", "messages per state and per campaign")
+    status.set_defaults(func=sms_status)
+
+    campaign = with_config("campaign", "send a link to every subscriber")
+    campaign.add_argument("--links", required=True, help="file with one signed link per line")
+    campaign.add_argument("--name", help="campaign name (default: campaign-<time>)")
+    campaign.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also send instructions in each subscriber's language",
+    )
+    campaign.set_defaults(func=sms_campaign)
+
+    subs = with_config("subscribers", "the encrypted subscriber store")
+    subs.add_argument("action", choices=("add", "import", "remove", "purge", "count"))
+    subs.add_argument("number", nargs="?", help="add/remove: the phone number")
+    subs.add_argument("--csv", help="import: CSV of number[,language[,pool]]")
+    subs.add_argument("--lang", default="ru", choices=("kk", "ru", "en"))
+    subs.add_argument("--pool", default="new", choices=("established", "new"))
+    subs.add_argument("--consent", default="cli", help="where consent was given")
+    subs.add_argument("--yes", action="store_true", help="purge: confirm")
+    subs.set_defaults(func=sms_subscribers)

@@ -1,0 +1,60 @@
+"""``kopir sms`` with the outbox backend: a signed link reaches the outbox and still verifies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from smsgw.outbox import read_outbox
+from tests.cli import kopir
+
+ROOT = Path(__file__).resolve().parents[2]
+URL = "tg://proxy?server=relay.example.org&port=443&secret=dd" + "ab" * 16
+
+
+def test_signed_link_by_sms_to_outbox_verifies(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    cfg = tmp_path / "config.toml"
+    assert kopir("keys", "generate", "--name", "ops", "--out", tmp_path).returncode == 0
+    kopir("trust", "init", "--out", tmp_path / "trust.json", "--key", tmp_path / "ops.pub",
+          "--sign", tmp_path / "ops.key")  # fmt: skip
+    link = kopir("sign", "link", URL, "--key", tmp_path / "ops.key").stdout.split()[-1]
+
+    sent = kopir("sms", "send", "--to", "8 701 234 56 78", "--link", link, "-c", cfg, "--json")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["parts"] == 2
+    outbox = read_outbox(tmp_path / "data/sms/outbox")
+    text = "".join(str(r["text"]) for r in outbox)
+    assert "7012345678" not in json.dumps(outbox)
+    check = kopir("verify", "sms", text, "--trust", tmp_path / "trust.json")
+    assert check.returncode == 0, check.stderr
+
+    csv = tmp_path / "people.csv"
+    csv.write_text("number,language\n87011111111,kk\n87012222222,ru\nnot-a-number\n")
+    imported = kopir("sms", "subscribers", "import", "--csv", csv, "-c", cfg)
+    assert imported.returncode == 0 and "2 added" in imported.stdout
+    assert "line 4: not a phone number" in imported.stderr
+    (tmp_path / "links.txt").write_text(link + "\n")
+    campaign = kopir("sms", "campaign", "--links", tmp_path / "links.txt", "--instructions",
+                     "--name", "c1", "-c", cfg, "--json")  # fmt: skip
+    assert campaign.returncode == 0, campaign.stderr
+    assert json.loads(campaign.stdout)["accepted"] == 2 * 2 + 2 * 2  # link 2 parts, help 2 parts
+    status = json.loads(kopir("sms", "status", "-c", cfg, "--json").stdout)
+    assert status["campaigns"]["c1"] == {"delivered": 4}
+    assert (
+        kopir("sms", "subscribers", "remove", "87011111111", "-c", cfg).stdout.strip() == "removed"
+    )
+    assert kopir("sms", "subscribers", "purge", "-c", cfg).returncode == 2  # needs --yes
+    assert "purged 1" in kopir("sms", "subscribers", "purge", "--yes", "-c", cfg).stdout
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"7011111111" not in data and b"7012345678" not in data, path
+
+
+def test_bad_number_is_one_clear_line_without_the_number(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    result = kopir("sms", "send", "--to", "12345", "--text", "hi", "-c", tmp_path / "config.toml")
+    assert result.returncode == 1
+    assert "12345" not in result.stderr and result.stderr.count("\n") == 1

@@ -5,6 +5,7 @@ from smsgw.errors import EncodingError, KeyFileError, QueueError, SmsError, Subs
 from smsgw.numbers import NumberKey, create_key_file, load_key_file, normalize
 from smsgw.queue import Message, NewMessage, Queue, State, normalize_provider_id
 from smsgw.segment import Part, Segmentation, decode, segment
+from smsgw.smpp import SmppBackend, SmppError, SmppSettings
 from smsgw.subscribers import ImportReport, Subscriber, SubscriberStore
 
 __all__ = [
@@ -18,6 +19,9 @@ __all__ = [
     "Queue",
     "QueueError",
     "Segmentation",
+    "SmppBackend",
+    "SmppError",
+    "SmppSettings",
     "SmsError",
     "State",
     "Subscriber",

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 
 import pytest
+from hypothesis import settings
 
 from tests.cli import run_kopir_process
+
+# CI must be repeatable: the same examples every run (a developer's runs still explore).
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 RunKopir = Callable[..., "subprocess.CompletedProcess[str]"]
 

@@ -823,6 +823,9 @@ class QueueMachine(RuleBasedStateMachine):
             return
         pid = self.provider[mid]
         spelled = [f"{pid:x}", f"  000{pid:X} ", f"{pid:08x}"][spelling]
+        if self.state.get(mid) is kind:  # a resent receipt: no change, no error
+            assert RECEIPTS[kind](self.q, spelled) is False
+            return
         self._move(mid, kind, lambda: RECEIPTS[kind](self.q, spelled))
 
     @rule()

@@ -1,0 +1,722 @@
+"""The SMPP 3.4 backend: smpplib driven by one I/O thread, behind ``smsgw.backend.Backend``.
+
+Theory of operation
+-------------------
+smpplib is blocking and not thread-safe (PROTOCOLS.md "smpplib 2.2.4"), so one I/O thread owns
+the socket and the ``smpplib.client.Client``. The asyncio side never touches either: ``send``
+puts ``(OutgoingSms, future)`` pairs on a ``queue.Queue`` and wakes the thread through a
+socketpair; the thread resolves the futures, and schedules the receipt and inbound callbacks,
+with ``loop.call_soon_threadsafe``. The thread's loop is: take commands, check timers, write
+as many ``submit_sm`` as the window and the token bucket allow, then ``select`` on the SMSC
+socket and the wake-up socket until the next deadline.
+
+We do what smpplib leaves out:
+
+- a send window: at most ``window`` submits without a ``submit_sm_resp``, tracked by sequence;
+- a throughput limit: a token bucket (``TokenBucket``, sans-IO, time passed in);
+- enquire_link when the SMSC has been silent for ``enquire_link`` seconds (smpplib only sends
+  one when a read times out, and we never block in a read);
+- our own PDU dispatch over ``Client.read_pdu``: smpplib's ``read_once`` leaves an SMSC's
+  ``unbind`` unanswered, and raises on error statuses. We answer ``deliver_sm`` (status 0,
+  always, even for text we cannot read, or the SMSC would redeliver it forever),
+  ``enquire_link`` and ``unbind``, and ``generic_nack`` any other request;
+- reconnection with exponential backoff. Whatever was queued or in flight when the link drops
+  comes back as ``retry``: the backend never re-sends on its own, so the queue stays the one
+  place that decides (at-least-once, DESIGN.md §6 smsgw).
+
+Submit statuses (SMPP 3.4 §5.1.3): 0 is ``accepted`` with the normalised message id; 0x58
+ESME_RTHROTTLED and 0x14 ESME_RMSGQFUL are ``retry`` after ``retry_delay``; anything else is
+``failed``. A ``deliver_sm`` with ``esm_class & 0x04`` is a delivery receipt (SMPP 3.4 appendix
+B text, or the ``receipted_message_id``/``message_state`` TLVs); any other is an inbound SMS.
+
+Phone numbers never reach a log line: we log ``OutgoingSms.ref[:12]``, and smpplib's own logger
+(whose debug lines dump whole PDUs) is held at ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import re
+import select
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import smpplib.client  # type: ignore[import-untyped]
+import smpplib.consts  # type: ignore[import-untyped]
+import smpplib.exceptions  # type: ignore[import-untyped]
+import smpplib.smpp  # type: ignore[import-untyped]
+
+from smsgw.backend import (
+    Inbound,
+    InboundHandler,
+    OutgoingSms,
+    Receipt,
+    ReceiptHandler,
+    ReceiptStatus,
+    SendResult,
+)
+from smsgw.errors import SmsError
+from smsgw.queue import normalize_provider_id
+from smsgw.segment import ESC, EXT_DECODE, GSM_DECODE
+
+log = logging.getLogger(__name__)
+
+ROK, RMSGQFUL, RINVPASWD, RINVSYSID, RTHROTTLED = 0x00, 0x14, 0x0E, 0x0F, 0x58
+RINVCMDID = 0x03
+RETRY_STATUSES = frozenset({RTHROTTLED, RMSGQFUL})
+ESM_RECEIPT, ESM_UDHI = 0x04, 0x40
+_STATUS_NAMES = {
+    value: name.removeprefix("SMPP_")
+    for name, value in vars(smpplib.consts).items()
+    if name.startswith("SMPP_ESME_") and isinstance(value, int)
+}
+_LINK_ERRORS = (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError)
+_READ_ERRORS = (*_LINK_ERRORS, smpplib.exceptions.UnknownCommandError, ValueError)
+
+
+class SmppError(SmsError):
+    """The SMSC cannot be reached, or refused our bind (wrong password or system_id)."""
+
+
+@dataclass(frozen=True)
+class SmppSettings:
+    """How to reach and use one SMSC (the ``[smpp]`` config section)."""
+
+    host: str
+    port: int
+    system_id: str
+    password: str = field(repr=False)
+    system_type: str = ""
+    window: int = 10
+    """Submits awaiting ``submit_sm_resp`` at most."""
+    throughput: float = 0.0
+    """Submits per second; 0 means unlimited."""
+    enquire_link: float = 30.0
+    """Seconds of silence from the SMSC before we send enquire_link."""
+    timeout: float = 10.0
+    """Seconds to connect and bind, and to wait for any response before dropping the link."""
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    retry_delay: float = 5.0
+    """``retry_after`` for ESME_RTHROTTLED and ESME_RMSGQFUL."""
+    stop_grace: float = 5.0
+    """Seconds ``stop`` waits for in-flight responses before unbinding."""
+    data_coding_gsm7: int = 0
+    """What GSM-7 is called on this SMSC: 0 (the default alphabet) on most, 1 on some."""
+    source_addr: str = ""
+    source_addr_ton: int = 5
+    """5 = alphanumeric sender; 1 = international number."""
+    source_addr_npi: int = 0
+    dest_addr_ton: int = 1
+    dest_addr_npi: int = 1
+    receipt_ids_decimal: bool = False
+    """The SMSC gives hex ids in submit_sm_resp but decimal ones in receipts: convert them."""
+
+    def __post_init__(self) -> None:
+        # smpplib silently truncates these C-octet strings (SMPP 3.4 §4.1.1): refuse instead.
+        if not 0 < len(self.system_id) <= 15:
+            raise SmppError(f"smpp system_id {self.system_id!r} must be 1 to 15 characters")
+        if len(self.password) > 8:
+            raise SmppError("smpp password is longer than SMPP 3.4 allows (8 characters)")
+        if self.window < 1 or self.throughput < 0 or self.reconnect_min <= 0:
+            raise SmppError("smpp window must be >= 1, throughput >= 0, reconnect_min > 0")
+
+
+class ReceiptText(NamedTuple):
+    """The fields of a receipt's text that we use (SMPP 3.4 appendix B)."""
+
+    id: str
+    stat: str
+    err: str | None
+
+
+_RECEIPT_FIELD = re.compile(r"(?<![A-Za-z])(id|stat|err):(\S*)", re.IGNORECASE)
+_RECEIPT_ID = re.compile(r"[!-~]{1,65}")
+_RECEIPT_ERR = re.compile(r"[0-9A-Za-z]{1,8}")
+_RECEIPT_TEXT_START = re.compile(r"(?<![A-Za-z])text:", re.IGNORECASE)
+_STAT_ALIASES = {"DELIVERED": "DELIVRD", "UNDELIVERABLE": "UNDELIV", "REJECTED": "REJECTD"}
+_STATS: dict[str, ReceiptStatus | None] = {
+    "DELIVRD": "delivered",
+    "EXPIRED": "expired",
+    "UNDELIV": "failed",
+    "REJECTD": "failed",
+    "DELETED": "failed",
+    "UNKNOWN": "failed",
+    "ACCEPTD": None,  # not final: more news may follow
+    "ENROUTE": None,
+}
+_MESSAGE_STATES: dict[int, str] = {
+    1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 6: "ACCEPTD",
+    7: "UNKNOWN", 8: "REJECTD",
+}  # fmt: skip
+
+
+def parse_receipt_text(text: str) -> ReceiptText | None:
+    """``id:… stat:… err:…`` from a receipt's text, or None if it is not one.
+
+    The ``text:`` field quotes the original message, which may itself contain ``id:``, so
+    only what comes before it is read.
+    """
+    head = _RECEIPT_TEXT_START.split(text, maxsplit=1)[0]
+    found: dict[str, str] = {}
+    for match in _RECEIPT_FIELD.finditer(head):
+        found.setdefault(match.group(1).lower(), match.group(2))
+    ident = found.get("id", "")
+    stat = found.get("stat", "").upper()
+    stat = _STAT_ALIASES.get(stat, stat)
+    if not _RECEIPT_ID.fullmatch(ident) or stat not in _STATS:
+        return None
+    err = found.get("err")
+    return ReceiptText(ident, stat, err if err and _RECEIPT_ERR.fullmatch(err) else None)
+
+
+def decode_short_message(data: bytes, data_coding: int, esm_class: int = 0, gsm7: int = 0) -> str:
+    """The text of an inbound ``short_message``: UDH dropped, decoded per ``data_coding``.
+
+    ``gsm7`` is the SMSC's code for the GSM default alphabet (unpacked, one septet an octet).
+    Undecodable input gives U+FFFD characters, never an exception.
+    """
+    if esm_class & ESM_UDHI and data:
+        data = data[1 + data[0] :]
+    if data_coding in (0, gsm7):
+        return _decode_gsm7(data)
+    if data_coding == 8:
+        return data.decode("utf-16-be", errors="replace")
+    if data_coding == 1:
+        return data.decode("ascii", errors="replace")
+    return data.decode("latin-1")  # 3 is Latin-1; others are a best effort
+
+
+def _decode_gsm7(septets: bytes) -> str:
+    out, escape = [], False
+    for septet in septets:
+        if escape:
+            out.append(EXT_DECODE.get(septet, " "))  # TS 23.038: unknown extension → space
+            escape = False
+        elif septet == ESC:
+            escape = True
+        else:
+            out.append(GSM_DECODE.get(septet, "\ufffd"))
+    return "".join(out)
+
+
+def e164_sender(address: str, ton: int) -> str:
+    """An inbound sender as E.164 with ``+`` when it is a number; alphanumeric ones as given."""
+    address = address.strip()
+    digits = address.removeprefix("+")
+    if not digits.isdigit() or not digits.isascii():
+        return address
+    if not address.startswith("+") and ton != 1 and digits.startswith("00"):
+        digits = digits[2:]  # an international prefix left in an unknown-TON address
+    return "+" + digits
+
+
+def receipt_from_fields(
+    short_message: bytes, receipted_id: str | None, message_state: int | None, *, decimal: bool
+) -> Receipt | None:
+    """A final ``Receipt`` from a receipt deliver_sm's fields, or None (not final, garbage)."""
+    parsed = parse_receipt_text(short_message.decode("latin-1"))
+    ident = receipted_id or (parsed.id if parsed else "")
+    stat = parsed.stat if parsed else _MESSAGE_STATES.get(message_state or 0, "")
+    status = _STATS.get(stat)
+    if not ident or status is None:
+        return None
+    if decimal and ident.strip().isdigit():
+        ident = format(int(ident), "x")
+    detail = f"{stat} err:{parsed.err}" if parsed and parsed.err else stat
+    error = None if status == "delivered" else detail
+    return Receipt(normalize_provider_id(ident), status, error)
+
+
+def status_name(status: int) -> str:
+    """``ESME_RTHROTTLED (0x00000058)``: a status as a person can look it up."""
+    return f"{_STATUS_NAMES.get(status, 'unknown status')} (0x{status:08X})"
+
+
+def submit_result(message_id: int, status: int, provider_id: str, retry_delay: float) -> SendResult:
+    """What a ``submit_sm_resp`` (or a ``generic_nack``) status means for one message."""
+    if status == ROK:  # an empty id still means the SMSC took it: never send it twice
+        provider = normalize_provider_id(provider_id) if provider_id.strip() else None
+        return SendResult(message_id, "accepted", provider)
+    if status in RETRY_STATUSES:
+        return SendResult(message_id, "retry", error=status_name(status), retry_after=retry_delay)
+    return SendResult(message_id, "failed", error=status_name(status))
+
+
+class TokenBucket:
+    """A token bucket of ``rate`` tokens a second holding at most ``burst``; sans-IO.
+
+    The burst (20 ms worth, at least one) absorbs the thread waking late, so the rate holds
+    over time instead of drifting below the limit.
+    """
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate / 50)
+        self._tokens = self.burst
+        self._at = now
+
+    def delay(self, now: float) -> float:
+        """Seconds until one token is available (0: take it now)."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill(now)
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+    def take(self, now: float) -> None:
+        if self.rate > 0:
+            self._refill(now)
+            self._tokens -= 1.0
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+
+@dataclass
+class _Flight:
+    sms: OutgoingSms
+    future: asyncio.Future[SendResult]
+    sent_at: float = 0.0
+
+
+@dataclass
+class _Stop:
+    future: asyncio.Future[None]
+
+
+_Command = list[_Flight] | _Stop
+
+
+class _Link:
+    """The I/O thread: owns the smpplib client, the window, the bucket and the timers."""
+
+    def __init__(
+        self, settings: SmppSettings, loop: asyncio.AbstractEventLoop,
+        on_receipt: ReceiptHandler, on_inbound: InboundHandler, clock: Callable[[], float],
+    ) -> None:  # fmt: skip
+        self.s, self.loop, self.clock = settings, loop, clock
+        self.on_receipt, self.on_inbound = on_receipt, on_inbound
+        self.commands: queue.Queue[_Command] = queue.Queue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self.client: Any = None
+        self.pending: deque[_Flight] = deque()
+        self.inflight: dict[int, _Flight] = {}
+        self.bucket = TokenBucket(settings.throughput, clock())
+        self.backoff = settings.reconnect_min
+        self.next_connect = 0.0
+        self.heard_at = self.enquired_at = 0.0
+        self.stop: _Stop | None = None
+        self.stop_at = 0.0
+        self.unbound = self.closed = False
+        self._lock = threading.Lock()
+
+    # -- the asyncio side calls these two, from the event loop's thread --
+
+    def put(self, command: _Command) -> None:
+        with self._lock:
+            if not self.closed:
+                self.commands.put(command)
+                with contextlib.suppress(OSError):
+                    self._wake_w.send(b"\0")
+                return
+        _refuse(command)  # the thread has ended: answer at once
+
+    def close_wakeup(self) -> None:
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- everything below runs in the I/O thread --
+
+    def run(self, ready: asyncio.Future[None]) -> None:
+        try:
+            self.client = self._open()
+        except SmppError as exc:
+            self._call(_fail, ready, exc)
+            self._close()
+            return
+        self.heard_at = self.clock()
+        self._call(_settle, ready, None)
+        try:
+            self._serve()
+        except Exception:  # a bug: say so, and never leave a caller waiting
+            log.exception("the SMPP I/O thread failed")
+            self._drop("I/O thread failure", self.clock())
+        self._close()
+
+    def _close(self) -> None:
+        """Refuse further commands, and answer those that came in while we were stopping."""
+        with self._lock:
+            self.closed = True
+        while not self.commands.empty():
+            self._call(_refuse, self.commands.get_nowait())
+        if self.stop:
+            self._call(_settle, self.stop.future, None)
+
+    def _serve(self) -> None:
+        while True:
+            self._take_commands()
+            now = self.clock()
+            if self.stop and (not self.inflight or self.client is None or now >= self.stop_at):
+                self._shutdown()
+                return
+            if self.client is None and not self.stop and now >= self.next_connect:
+                self._reconnect(now)
+            if self.client is not None:
+                self._check_timers(now)
+            if self.client is not None:
+                self._pump(now)
+            self._wait(self._next_deadline(self.clock()))
+
+    def _take_commands(self) -> None:
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(command, _Stop):
+                self.stop, self.stop_at = command, self.clock() + self.s.stop_grace
+                self._retry_all(self.pending, "backend stopping", 0.0)
+                self.pending.clear()
+            elif self.client is None or self.stop:
+                self._retry_all(command, "SMSC not connected", self._connect_delay())
+            else:
+                self.pending.extend(command)
+
+    def _connect_delay(self) -> float:
+        return max(self.s.reconnect_min, self.next_connect - self.clock())
+
+    def _open(self) -> Any:
+        """Connect and bind_transceiver; raises ``SmppError`` with what to do."""
+        name = "smsgw.smpp.smpplib"
+        logging.getLogger(name).setLevel(logging.ERROR)  # its debug lines dump numbers
+        s = self.s
+        client = smpplib.client.Client(
+            s.host, s.port, timeout=s.timeout, logger_name=name, allow_unknown_opt_params=True
+        )
+        try:
+            client.connect()
+            # smpplib leaves Nagle on: a window of small submits would then wait for the
+            # SMSC's delayed ACK (tens of ms) after the first one.
+            client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.bind_transceiver(
+                system_id=s.system_id, password=s.password, system_type=s.system_type
+            )
+        except smpplib.exceptions.PDUError as exc:
+            client.disconnect()
+            raise _bind_error(s, exc) from None
+        except _READ_ERRORS as exc:
+            client.disconnect()
+            raise SmppError(f"cannot reach the SMSC at {s.host}:{s.port} ({exc!r})") from None
+        log.info("bound to the SMSC at %s:%s as %s", s.host, s.port, s.system_id)
+        return client
+
+    def _reconnect(self, now: float) -> None:
+        try:
+            self.client = self._open()
+        except SmppError as exc:
+            log.warning("%s; next attempt in %.1f s", exc, self.backoff)
+            self.next_connect = now + self.backoff
+            self.backoff = min(self.s.reconnect_max, self.backoff * 2)
+            return
+        self.backoff = self.s.reconnect_min
+        self.heard_at = self.clock()
+
+    def _check_timers(self, now: float) -> None:
+        oldest = min((f.sent_at for f in self.inflight.values()), default=now)
+        if now - oldest > self.s.timeout:
+            self._drop(f"no submit_sm_resp in {self.s.timeout:g} s", now)
+        elif self.enquired_at and now - self.enquired_at > self.s.timeout:
+            self._drop(f"no enquire_link_resp in {self.s.timeout:g} s", now)
+        elif not self.enquired_at and now - self.heard_at >= self.s.enquire_link:
+            self.enquired_at = now  # reset by _drop if the write fails
+            self._write("enquire_link", now)
+
+    def _pump(self, now: float) -> None:
+        while self.pending and len(self.inflight) < self.s.window and not self.stop:
+            if self.bucket.delay(now) > 0:
+                return
+            self.bucket.take(now)
+            if not self._submit(self.pending.popleft(), now):
+                return
+
+    def _submit(self, flight: _Flight, now: float) -> bool:
+        fields = _submit_fields(flight.sms, self.s)
+        if isinstance(fields, str):
+            log.warning("not sent to ref=%s: %s", flight.sms.ref[:12], fields)
+            self._settle(flight, SendResult(flight.sms.message_id, "failed", error=fields))
+            return True
+        try:
+            pdu = self.client.send_message(**fields)
+        except _LINK_ERRORS as exc:
+            self.pending.appendleft(flight)  # may be half-written: it goes back as retry
+            self._drop(f"write failed ({exc!r})", now)
+            return False
+        flight.sent_at = now
+        self.inflight[pdu.sequence] = flight
+        return True
+
+    def _next_deadline(self, now: float) -> float:
+        deadlines = [now + 1.0]
+        if self.client is None:
+            deadlines.append(self.next_connect)
+        elif self.pending and len(self.inflight) < self.s.window:
+            deadlines.append(now + self.bucket.delay(now))
+        if self.client is not None:
+            deadlines.append(self.enquired_at + self.s.timeout if self.enquired_at else
+                             self.heard_at + self.s.enquire_link)  # fmt: skip
+        if self.inflight:
+            deadlines.append(min(f.sent_at for f in self.inflight.values()) + self.s.timeout)
+        if self.stop:
+            deadlines.append(self.stop_at)
+        return max(0.0, min(deadlines) - now)
+
+    def _wait(self, timeout: float) -> None:
+        sockets: list[Any] = [self._wake_r]
+        if self.client is not None:
+            sockets.append(self.client._socket)
+        readable, _, _ = select.select(sockets, [], [], timeout)
+        if self._wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                self._wake_r.recv(4096)
+        if self.client is not None and self.client._socket in readable:
+            self._read_ready()
+
+    def _read_ready(self) -> None:
+        """Handle every PDU already waiting (a bounded number, so sends are not starved)."""
+        for _ in range(256):
+            if self.client is None or self.unbound or not _readable(self.client._socket):
+                return
+            try:
+                pdu = self.client.read_pdu()
+            except _READ_ERRORS as exc:
+                self._drop(f"read failed ({exc!r})", self.clock())
+                return
+            self._on_pdu(pdu, self.clock())
+
+    def _on_pdu(self, pdu: Any, now: float) -> None:
+        self.heard_at = now
+        command = pdu.command
+        if command in ("submit_sm_resp", "generic_nack"):
+            self._on_submit_resp(pdu)
+        elif command == "deliver_sm":
+            self._on_deliver(pdu, now)
+        elif command == "enquire_link":
+            self._write("enquire_link_resp", now, sequence=pdu.sequence)
+        elif command == "enquire_link_resp":
+            self.enquired_at = 0.0
+        elif command == "unbind":
+            self._write("unbind_resp", now, sequence=pdu.sequence)
+            self._drop("the SMSC unbound", now, backoff=False)
+        elif command == "unbind_resp":
+            self.unbound = True
+        elif pdu.is_request():
+            self._write("generic_nack", now, sequence=pdu.sequence, status=RINVCMDID)
+
+    def _on_submit_resp(self, pdu: Any) -> None:
+        flight = self.inflight.pop(pdu.sequence, None)
+        if flight is None:
+            log.warning("%s for unknown sequence %d", pdu.command, pdu.sequence)
+            return
+        provider_id = _text(getattr(pdu, "message_id", None))
+        status = pdu.status if pdu.status or pdu.command == "submit_sm_resp" else 0xFF
+        result = submit_result(flight.sms.message_id, status, provider_id, self.s.retry_delay)
+        if result.status == "failed":
+            log.warning("ref=%s refused: %s", flight.sms.ref[:12], result.error)
+        self._settle(flight, result)
+
+    def _on_deliver(self, pdu: Any, now: float) -> None:
+        self._write("deliver_sm_resp", now, sequence=pdu.sequence)
+        short_message = pdu.short_message or getattr(pdu, "message_payload", None) or b""
+        if (pdu.esm_class or 0) & ESM_RECEIPT:
+            receipted = _text(getattr(pdu, "receipted_message_id", None)) or None
+            state = getattr(pdu, "message_state", None)
+            receipt = receipt_from_fields(
+                short_message, receipted, state, decimal=self.s.receipt_ids_decimal
+            )
+            if receipt is not None:
+                self._call(_emit, self.on_receipt, receipt)
+            return
+        text = decode_short_message(
+            short_message, pdu.data_coding or 0, pdu.esm_class or 0, self.s.data_coding_gsm7
+        )
+        sender = e164_sender(_text(pdu.source_addr), pdu.source_addr_ton or 0)
+        self._call(_emit, self.on_inbound, Inbound(sender, text))
+
+    def _write(
+        self, command: str, now: float, sequence: int | None = None, status: int = 0
+    ) -> bool:
+        try:
+            pdu = smpplib.smpp.make_pdu(command, client=self.client, status=status)
+            if sequence is not None:  # make_pdu ignores a sequence= argument
+                pdu.sequence = sequence
+            self.client.send_pdu(pdu)
+        except _LINK_ERRORS as exc:
+            self._drop(f"cannot send {command} ({exc!r})", now)
+            return False
+        return True
+
+    def _drop(self, reason: str, now: float, *, backoff: bool = True) -> None:
+        """Close the link; everything queued or in flight goes back as retry."""
+        if self.client is not None:
+            log.warning("SMPP link to %s:%s dropped: %s", self.s.host, self.s.port, reason)
+            with contextlib.suppress(*_LINK_ERRORS):
+                self.client.disconnect()
+        self.client, self.enquired_at = None, 0.0
+        delay = self.backoff if backoff else self.s.reconnect_min
+        self.next_connect = now + delay
+        if not backoff:
+            self.backoff = self.s.reconnect_min
+        self._retry_all([*self.inflight.values(), *self.pending], f"link dropped: {reason}", delay)
+        self.inflight.clear()
+        self.pending.clear()
+
+    def _shutdown(self) -> None:
+        """stop(): unbind cleanly, then give back whatever is still in flight."""
+        if self.client is not None and self._write("unbind", self.clock()):
+            deadline = self.clock() + min(self.s.timeout, 2.0)
+            while self.client is not None and not self.unbound and self.clock() < deadline:
+                self._wait(deadline - self.clock())
+        if self.client is not None:
+            with contextlib.suppress(*_LINK_ERRORS):
+                self.client.disconnect()
+            self.client = None
+        self._retry_all([*self.inflight.values(), *self.pending], "backend stopped", 0.0)
+        self.inflight.clear()
+
+    def _retry_all(self, flights: Sequence[_Flight], reason: str, after: float) -> None:
+        for flight in flights:
+            result = SendResult(flight.sms.message_id, "retry", error=reason, retry_after=after)
+            self._settle(flight, result)
+
+    def _settle(self, flight: _Flight, result: SendResult) -> None:
+        self._call(_settle, flight.future, result)
+
+    def _call(self, func: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(func, *args)
+
+
+def _bind_error(s: SmppSettings, exc: Exception) -> SmppError:
+    status = exc.args[1] if len(exc.args) > 1 else -1
+    where = f"the SMSC at {s.host}:{s.port} refused to bind system_id {s.system_id!r}"
+    if status == RINVPASWD:
+        return SmppError(f"{where}: wrong password ({status_name(status)}); check smpp.password")
+    if status == RINVSYSID:
+        return SmppError(f"{where}: unknown system_id ({status_name(status)})")
+    return SmppError(f"{where}: {status_name(status) if status >= 0 else exc}")
+
+
+def _submit_fields(sms: OutgoingSms, s: SmppSettings) -> dict[str, Any] | str:
+    """The submit_sm fields for one message, or why it cannot be sent (never the number)."""
+    number = sms.to.removeprefix("+")
+    if not (number.isascii() and number.isdigit() and 0 < len(number) <= 20):
+        return "the destination is not an E.164 number"
+    if not 0 < len(sms.short_message) <= 254 or not 0 <= sms.esm_class <= 255:
+        return f"short_message of {len(sms.short_message)} octets is not a single SMS"
+    data_coding = s.data_coding_gsm7 if sms.data_coding == 0 else sms.data_coding
+    return {
+        "source_addr_ton": s.source_addr_ton, "source_addr_npi": s.source_addr_npi,
+        "source_addr": s.source_addr, "dest_addr_ton": s.dest_addr_ton,
+        "dest_addr_npi": s.dest_addr_npi, "destination_addr": number,
+        "esm_class": sms.esm_class, "data_coding": data_coding & 0xFF,
+        "short_message": sms.short_message, "registered_delivery": 1,
+    }  # fmt: skip
+
+
+def _readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _text(value: object) -> str:
+    """smpplib gives C-octet strings as bytes."""
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return "" if value is None else str(value)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _refuse(command: _Command) -> None:
+    """Answer a command the I/O thread will never see (it has ended)."""
+    if isinstance(command, _Stop):
+        _settle(command.future, None)
+        return
+    for flight in command:
+        result = SendResult(flight.sms.message_id, "retry", error="backend stopped")
+        _settle(flight.future, result)
+
+
+def _emit(handler: Callable[[Any], None], event: object) -> None:
+    try:
+        handler(event)
+    except Exception:
+        log.exception("the %s handler failed", type(event).__name__)
+
+
+class SmppBackend:
+    """``smsgw.backend.Backend`` over SMPP 3.4 (bind_transceiver)."""
+
+    name = "smpp"
+
+    def __init__(self, settings: SmppSettings, *, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self._clock = clock
+        self._link: _Link | None = None
+        self._thread: threading.Thread | None = None
+
+    async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
+        """Connect and bind; raises ``SmppError`` if the SMSC is unreachable or refuses us."""
+        if self._link is not None:
+            raise SmppError("the SMPP backend is already started")
+        loop = asyncio.get_running_loop()
+        link = _Link(self.settings, loop, on_receipt, on_inbound, self._clock)
+        ready: asyncio.Future[None] = loop.create_future()
+        thread = threading.Thread(target=link.run, args=(ready,), name="smsgw-smpp", daemon=True)
+        thread.start()
+        try:
+            await ready
+        except BaseException:
+            thread.join()
+            link.close_wakeup()
+            raise
+        self._link, self._thread = link, thread
+
+    async def send(self, batch: Sequence[OutgoingSms]) -> list[SendResult]:
+        """Submit every message; one result per message (accepted, retry or failed)."""
+        if self._link is None:
+            raise SmppError("the SMPP backend is not started")
+        loop = asyncio.get_running_loop()
+        flights = [_Flight(sms, loop.create_future()) for sms in batch]
+        if flights:
+            self._link.put(flights)
+        return list(await asyncio.gather(*(f.future for f in flights)))
+
+    async def stop(self) -> None:
+        """Wait (up to ``stop_grace``) for in-flight responses, unbind and disconnect."""
+        link, thread = self._link, self._thread
+        if link is None or thread is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        link.put(_Stop(done))
+        await done
+        await asyncio.to_thread(thread.join, self.settings.timeout)
+        link.close_wakeup()
+        self._link = self._thread = None

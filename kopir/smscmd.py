@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from kopir.output import CommandFailed, emit
 from smsgw.backend import Backend
 from smsgw.compose import instruction_message, link_message
 from smsgw.outbox import OutboxBackend
+from smsgw.smpp import SmppBackend, SmppSettings
 from smsgw.worker import Worker, enqueue
 
 
@@ -44,15 +46,33 @@ def backend(config: Config) -> Backend:
     """The configured backend."""
     if config.sms.backend == "outbox":
         return OutboxBackend(config.in_data(config.sms.outbox))
-    raise ConfigError(
-        f"{config.path}: [sms] backend = {config.sms.backend!r} cannot send from the command "
-        'line yet; use "outbox"'
+    smpp = config.sms.smpp
+    settings = SmppSettings(
+        host=smpp.host,
+        port=smpp.port,
+        system_id=smpp.system_id,
+        password=_secret(config, "[sms.smpp] password", smpp.password),
+        window=smpp.window,
+        throughput=smpp.throughput,
     )
+    return SmppBackend(settings)
 
 
-async def _send_all(config: Config, queue: smsgw.Queue, key: smsgw.NumberKey) -> Any:
+def _secret(config: Config, key: str, value: str) -> str:
+    """A config secret, or the environment variable it names as ``env:NAME``."""
+    if not value.startswith("env:"):
+        return value
+    name = value[4:]
+    if name not in os.environ:
+        raise ConfigError(f"{config.path}: {key} names ${name}, which is not set")
+    return os.environ[name]
+
+
+async def _send_all(
+    config: Config, queue: smsgw.Queue, key: smsgw.NumberKey, chosen: Backend
+) -> Any:
     worker = Worker(
-        queue, key, backend(config), window=config.sms.window, retry_delay=config.sms.retry_delay
+        queue, key, chosen, window=config.sms.window, retry_delay=config.sms.retry_delay
     )
     await worker.start()
     try:
@@ -66,12 +86,13 @@ def sms_send(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     number = smsgw.normalize(args.to, config.subscribers.default_region)
     message = link_message(args.link) if args.link else smsgw.segment(args.text)
+    chosen = backend(config)  # a config mistake must stop us before anything is queued
     key, queue = _key(config), _queue(config)
     try:
         ids = enqueue(
             queue, key, number, args.campaign or f"send-{time.time_ns()}", message, time.time()
         )
-        asyncio.run(_send_all(config, queue, key))
+        asyncio.run(_send_all(config, queue, key, chosen))
         states = [queue.get(i) for i in ids]
     finally:
         queue.close()
@@ -118,6 +139,7 @@ def sms_campaign(args: argparse.Namespace) -> int:
     if not links:
         raise CommandFailed(f"{args.links} has no links", code=2)
     name = args.name or f"campaign-{time.strftime('%Y%m%d%H%M%S')}"
+    chosen = backend(config)
     key, queue = _key(config), _queue(config)
     now = time.time()
     with _store(config) as store:
@@ -129,7 +151,7 @@ def sms_campaign(args: argparse.Namespace) -> int:
                     queue, key, sub.number, f"{name}-help", instruction_message(sub.language), now
                 )
     try:
-        report = asyncio.run(_send_all(config, queue, key))
+        report = asyncio.run(_send_all(config, queue, key, chosen))
     finally:
         queue.close()
     emit(

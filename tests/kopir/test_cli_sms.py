@@ -58,3 +58,21 @@ def test_bad_number_is_one_clear_line_without_the_number(tmp_path: Path) -> None
     result = kopir("sms", "send", "--to", "12345", "--text", "hi", "-c", tmp_path / "config.toml")
     assert result.returncode == 1
     assert "12345" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_sms_send_through_net_smpp_smsc_exits_0_once_accepted(tmp_path: Path) -> None:
+    from tests.smsgw.smsc import perl_smsc
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        '[sms]\nbackend = "smpp"\n[sms.smpp]\nhost = "127.0.0.1"\nport = 9900\n'
+        'system_id = "kopir"\npassword = "env:SMPP_PASSWORD"\nwindow = 5\n'
+    )
+    missing = kopir("sms", "send", "--to", "+77012345678", "--text", "hi", "-c", cfg)
+    assert missing.returncode == 2 and "SMPP_PASSWORD" in missing.stderr
+    with perl_smsc(tmp_path) as smsc:
+        sent = kopir("sms", "send", "--to", "+77012345678", "--text", "Сәлем " * 20, "-c", cfg,
+                     "--json", env={"SMPP_PASSWORD": "secret"})  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["parts"] == 2
+    assert smsc.received().count("submit_sm") == 2

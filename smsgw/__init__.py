@@ -2,6 +2,7 @@
 Depends on nothing else in kopir; it sends text that it is given."""
 
 from smsgw.errors import EncodingError, KeyFileError, QueueError, SmsError, SubscriberError
+from smsgw.http import AndroidGatewayBackend, InfobipBackend, TwilioBackend, VonageBackend
 from smsgw.numbers import NumberKey, create_key_file, load_key_file, normalize
 from smsgw.queue import Message, NewMessage, Queue, State, normalize_provider_id
 from smsgw.segment import Part, Segmentation, decode, segment
@@ -9,6 +10,10 @@ from smsgw.smpp import SmppBackend, SmppError, SmppSettings
 from smsgw.subscribers import ImportReport, Subscriber, SubscriberStore
 
 __all__ = [
+    "AndroidGatewayBackend",
+    "InfobipBackend",
+    "TwilioBackend",
+    "VonageBackend",
     "EncodingError",
     "ImportReport",
     "KeyFileError",

@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 from smsgw.errors import QueueError
+from smsgw.sqlite import immediate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -476,13 +477,8 @@ class Queue:
             if durable:
                 db.execute("PRAGMA synchronous = FULL")
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(db):
                     yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
             finally:
                 if durable:
                     db.execute("PRAGMA synchronous = NORMAL")
@@ -628,18 +624,13 @@ def _version(db: sqlite3.Connection, path: Path) -> int:
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
     """Create the tables, under the write lock so two first openers cannot race."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         if _version(db, path) < SCHEMA_VERSION:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _advice(exc: sqlite3.Error) -> str:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from smsgw.errors import KeyFileError, SubscriberError
 from smsgw.numbers import NumberKey, normalize
+from smsgw.sqlite import immediate
 
 if TYPE_CHECKING:
     import _csv
@@ -380,14 +381,8 @@ class SubscriberStore:
     @contextmanager
     def _write(self) -> Iterator[None]:
         """One ``BEGIN IMMEDIATE`` transaction: all of it is committed or none of it."""
-        with self._sql("write"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._sql("write"), immediate(self._db):
+            yield
 
     @contextmanager
     def _sql(self, what: str) -> Iterator[None]:
@@ -452,8 +447,7 @@ def _tables(db: sqlite3.Connection) -> list[str]:
 def _initialise(db: sqlite3.Connection, key: NumberKey) -> None:
     """Create the tables and record the key's check value in a new, empty file."""
     db.execute("PRAGMA journal_mode = WAL")
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(db):
         if not _tables(db):  # else another process created the store first: _verify decides
             for statement in _SCHEMA:
                 db.execute(statement)
@@ -462,10 +456,6 @@ def _initialise(db: sqlite3.Connection, key: NumberKey) -> None:
             )
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _verify(db: sqlite3.Connection, path: Path, key: NumberKey) -> None:

@@ -22,3 +22,7 @@ class ProbeError(ProxylistError):
         self.detail = detail
         self.message = message
         super().__init__(f"{detail}: {message}" if message else detail)
+
+
+class DistributionError(ProxylistError):
+    """Distribution cannot hand out relays as asked (an empty pool, a bad secret, a bad store)."""

@@ -1,0 +1,211 @@
+"""SMPP 3.4 without I/O: submit statuses, delivery receipts, inbound text, the token bucket.
+
+Theory of operation
+-------------------
+The SMPP backend's I/O thread (``smsgw.smpp``) moves PDUs; everything it has to *decide* about
+their contents lives here, as plain functions of bytes, strings and ``now``:
+
+- ``submit_result``: what a ``submit_sm_resp`` status means (SMPP 3.4 §5.1.3). 0 is
+  ``accepted`` with the normalised message id; 0x58 ESME_RTHROTTLED and 0x14 ESME_RMSGQFUL are
+  ``retry``; anything else is ``failed``, named by ``status_name``.
+- ``receipt_from_fields``: a final ``Receipt`` from a receipt ``deliver_sm`` (``esm_class &
+  0x04``), read from the SMPP 3.4 appendix B text (``parse_receipt_text``) or from the
+  ``receipted_message_id``/``message_state`` TLVs; ``None`` for news that is not final, or text
+  that is not a receipt.
+- ``decode_short_message`` and ``e164_sender``: an inbound SMS's text and sender.
+- ``TokenBucket``: the throughput limit, with time passed in.
+
+Parsers never raise on what an SMSC sends: garbage gives ``None`` or U+FFFD, never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import smpplib.consts  # type: ignore[import-untyped]
+
+from smsgw.backend import Receipt, ReceiptStatus, SendResult
+from smsgw.queuemodel import normalize_provider_id
+from smsgw.segment import ESC, EXT_DECODE, GSM_DECODE
+
+__all__ = [
+    "ESM_RECEIPT",
+    "ESM_UDHI",
+    "RETRY_STATUSES",
+    "RINVCMDID",
+    "RINVPASWD",
+    "RINVSYSID",
+    "RMSGQFUL",
+    "ROK",
+    "RTHROTTLED",
+    "ReceiptText",
+    "TokenBucket",
+    "decode_short_message",
+    "e164_sender",
+    "parse_receipt_text",
+    "receipt_from_fields",
+    "status_name",
+    "submit_result",
+]
+
+ROK, RMSGQFUL, RINVPASWD, RINVSYSID, RTHROTTLED = 0x00, 0x14, 0x0E, 0x0F, 0x58
+RINVCMDID = 0x03
+RETRY_STATUSES = frozenset({RTHROTTLED, RMSGQFUL})
+ESM_RECEIPT, ESM_UDHI = 0x04, 0x40
+_STATUS_NAMES = {
+    value: name.removeprefix("SMPP_")
+    for name, value in vars(smpplib.consts).items()
+    if name.startswith("SMPP_ESME_") and isinstance(value, int)
+}
+
+
+class ReceiptText(NamedTuple):
+    """The fields of a receipt's text that we use (SMPP 3.4 appendix B)."""
+
+    id: str
+    stat: str
+    err: str | None
+
+
+_RECEIPT_FIELD = re.compile(r"(?<![A-Za-z])(id|stat|err):(\S*)", re.IGNORECASE)
+_RECEIPT_ID = re.compile(r"[!-~]{1,65}")
+_RECEIPT_ERR = re.compile(r"[0-9A-Za-z]{1,8}")
+_RECEIPT_TEXT_START = re.compile(r"(?<![A-Za-z])text:", re.IGNORECASE)
+_STAT_ALIASES = {"DELIVERED": "DELIVRD", "UNDELIVERABLE": "UNDELIV", "REJECTED": "REJECTD"}
+_STATS: dict[str, ReceiptStatus | None] = {
+    "DELIVRD": "delivered",
+    "EXPIRED": "expired",
+    "UNDELIV": "failed",
+    "REJECTD": "failed",
+    "DELETED": "failed",
+    "UNKNOWN": "failed",
+    "ACCEPTD": None,  # not final: more news may follow
+    "ENROUTE": None,
+}
+_MESSAGE_STATES: dict[int, str] = {
+    1: "ENROUTE", 2: "DELIVRD", 3: "EXPIRED", 4: "DELETED", 5: "UNDELIV", 6: "ACCEPTD",
+    7: "UNKNOWN", 8: "REJECTD",
+}  # fmt: skip
+
+
+def parse_receipt_text(text: str) -> ReceiptText | None:
+    """``id:… stat:… err:…`` from a receipt's text, or None if it is not one.
+
+    The ``text:`` field quotes the original message, which may itself contain ``id:``, so
+    only what comes before it is read.
+    """
+    head = _RECEIPT_TEXT_START.split(text, maxsplit=1)[0]
+    found: dict[str, str] = {}
+    for match in _RECEIPT_FIELD.finditer(head):
+        found.setdefault(match.group(1).lower(), match.group(2))
+    ident = found.get("id", "")
+    stat = found.get("stat", "").upper()
+    stat = _STAT_ALIASES.get(stat, stat)
+    if not _RECEIPT_ID.fullmatch(ident) or stat not in _STATS:
+        return None
+    err = found.get("err")
+    return ReceiptText(ident, stat, err if err and _RECEIPT_ERR.fullmatch(err) else None)
+
+
+def decode_short_message(data: bytes, data_coding: int, esm_class: int = 0, gsm7: int = 0) -> str:
+    """The text of an inbound ``short_message``: UDH dropped, decoded per ``data_coding``.
+
+    ``gsm7`` is the SMSC's code for the GSM default alphabet (unpacked, one septet an octet).
+    Undecodable input gives U+FFFD characters, never an exception.
+    """
+    if esm_class & ESM_UDHI and data:
+        data = data[1 + data[0] :]
+    if data_coding in (0, gsm7):
+        return _decode_gsm7(data)
+    if data_coding == 8:
+        return data.decode("utf-16-be", errors="replace")
+    if data_coding == 1:
+        return data.decode("ascii", errors="replace")
+    return data.decode("latin-1")  # 3 is Latin-1; others are a best effort
+
+
+def _decode_gsm7(septets: bytes) -> str:
+    out, escape = [], False
+    for septet in septets:
+        if escape:
+            out.append(EXT_DECODE.get(septet, " "))  # TS 23.038: unknown extension → space
+            escape = False
+        elif septet == ESC:
+            escape = True
+        else:
+            out.append(GSM_DECODE.get(septet, "\ufffd"))
+    return "".join(out)
+
+
+def e164_sender(address: str, ton: int) -> str:
+    """An inbound sender as E.164 with ``+`` when it is a number; alphanumeric ones as given."""
+    address = address.strip()
+    digits = address.removeprefix("+")
+    if not digits.isdigit() or not digits.isascii():
+        return address
+    if not address.startswith("+") and ton != 1 and digits.startswith("00"):
+        digits = digits[2:]  # an international prefix left in an unknown-TON address
+    return "+" + digits
+
+
+def receipt_from_fields(
+    short_message: bytes, receipted_id: str | None, message_state: int | None, *, decimal: bool
+) -> Receipt | None:
+    """A final ``Receipt`` from a receipt deliver_sm's fields, or None (not final, garbage)."""
+    parsed = parse_receipt_text(short_message.decode("latin-1"))
+    ident = receipted_id or (parsed.id if parsed else "")
+    stat = parsed.stat if parsed else _MESSAGE_STATES.get(message_state or 0, "")
+    status = _STATS.get(stat)
+    if not ident or status is None:
+        return None
+    if decimal and ident.strip().isdigit():
+        ident = format(int(ident), "x")
+    detail = f"{stat} err:{parsed.err}" if parsed and parsed.err else stat
+    error = None if status == "delivered" else detail
+    return Receipt(normalize_provider_id(ident), status, error)
+
+
+def status_name(status: int) -> str:
+    """``ESME_RTHROTTLED (0x00000058)``: a status as a person can look it up."""
+    return f"{_STATUS_NAMES.get(status, 'unknown status')} (0x{status:08X})"
+
+
+def submit_result(message_id: int, status: int, provider_id: str, retry_delay: float) -> SendResult:
+    """What a ``submit_sm_resp`` (or a ``generic_nack``) status means for one message."""
+    if status == ROK:  # an empty id still means the SMSC took it: never send it twice
+        provider = normalize_provider_id(provider_id) if provider_id.strip() else None
+        return SendResult(message_id, "accepted", provider)
+    if status in RETRY_STATUSES:
+        return SendResult(message_id, "retry", error=status_name(status), retry_after=retry_delay)
+    return SendResult(message_id, "failed", error=status_name(status))
+
+
+class TokenBucket:
+    """A token bucket of ``rate`` tokens a second holding at most ``burst``; sans-IO.
+
+    The burst (20 ms worth, at least one) absorbs the thread waking late, so the rate holds
+    over time instead of drifting below the limit.
+    """
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate / 50)
+        self._tokens = self.burst
+        self._at = now
+
+    def delay(self, now: float) -> float:
+        """Seconds until one token is available (0: take it now)."""
+        if self.rate <= 0:
+            return 0.0
+        self._refill(now)
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+    def take(self, now: float) -> None:
+        if self.rate > 0:
+            self._refill(now)
+            self._tokens -= 1.0
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now

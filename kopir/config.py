@@ -154,6 +154,42 @@ class SubscribersConfig:
 
 
 @dataclass(frozen=True)
+class PublisherRelayConfig:
+    """One ``[[publisher.relays]]`` entry; checked when the publisher turns it into a Relay."""
+
+    name: str = ""
+    """A label unique among the relays (reports, distribution); never published."""
+    server: str = ""
+    """Host name or IP address clients dial, as it goes into the list."""
+    port: int = 0
+    key: str = ""
+    """The relay's 16-byte key in hex (32 characters), as in its ``[[relay.secrets]]``."""
+    mode: Literal["ee", "dd", "classic"] = "ee"
+    domain: str = ""
+    """The fake-TLS domain; required for ``ee``, empty otherwise."""
+    alt_ports: list[int] = field(default_factory=list)
+    """Other ports the relay listens on; the prober tries each."""
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    name: str = "kopir.example"
+    """The list's ``publisher`` field; verifiers remember versions per publisher."""
+    dir: Path = Path("lists")
+    """Where list.json and versions/<N>.json live; relative to the data dir."""
+    list_lifetime: Duration = Duration(72 * 3600)
+    renew_before: Duration = Duration(24 * 3600)
+    """A list this close to its expiry is re-issued even when nothing changed."""
+    probe_interval: Duration = Duration(15 * 60)
+    probe_timeout: Duration = Duration(10)
+    probe_concurrency: int = 50
+    local_relay: str = ""
+    """Also list this config's own [relay] secrets under this host name; empty: do not."""
+    relays: list[PublisherRelayConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
@@ -162,6 +198,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
 
     @property
     def data_dir(self) -> Path:

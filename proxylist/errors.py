@@ -26,3 +26,7 @@ class ProbeError(ProxylistError):
 
 class DistributionError(ProxylistError):
     """Distribution cannot hand out relays as asked (an empty pool, a bad secret, a bad store)."""
+
+
+class BuildError(ProxylistError):
+    """A list version cannot be built or stored; the message says what to fix."""

@@ -30,3 +30,7 @@ class DistributionError(ProxylistError):
 
 class BuildError(ProxylistError):
     """A list version cannot be built or stored; the message says what to fix."""
+
+
+class QrError(ProxylistError):
+    """A QR code or poster cannot be made (text too long, a bad size, a missing renderer)."""

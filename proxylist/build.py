@@ -37,6 +37,7 @@ import os
 import re
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +160,7 @@ def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _same_set(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> bool:
-    return sorted(map(_identity, a)) == sorted(map(_identity, b))
+    return Counter(map(_identity, a)) == Counter(map(_identity, b))
 
 
 def build_list(

@@ -23,6 +23,14 @@ measures, per event loop:
   where it goes: the floor is user-space AES alone, while the relay's figure also carries the
   kernel's loopback TCP work and the zeroed pages its buffers take. The relay inherits this
   process's environment, so ``MALLOC_*`` variables set here change the figures.
+- ``upload_socket_floor_cpu_s_per_gib`` (and ``download_...``, each measured next to its
+  transfer): the least CPU time any Python relay spends to move the bytes at all. A minimal
+  forwarder process (``FORWARDER`` below: blocking ``recv_into`` a reused buffer, then
+  ``sendall``; no crypto, no framing) sits between a source and a sink in this process, on
+  the same loopback TCP, and is counted the same way as the relay. ``upload_socket_ratio``
+  and ``download_socket_ratio`` divide each direction by it. The kernel's share of loopback
+  TCP (the copies in and out, and the receiving socket's softirq work, which loopback charges
+  to the sender) is part of both, so this says how much of the relay's cost is ours.
 - ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
   after the server's three records, so the relay never dials a DC (target: at least 3000).
 - ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
@@ -349,6 +357,57 @@ def crypto_floor(total: int) -> float:
     return (time.process_time() - start) / (count * CHUNK / GIB)
 
 
+FORWARDER = """
+import socket, sys
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+source, _ = listener.accept()
+sink = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+buf = bytearray(256 * 1024)
+view = memoryview(buf)
+while n := source.recv_into(buf):
+    sink.sendall(view[:n])
+sink.close()
+input()
+"""
+
+
+async def socket_floor(total: int) -> float:
+    """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes."""
+    moved = max(1, total // CHUNK) * CHUNK
+    got = 0
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal got
+        while data := await reader.read(256 * 1024):
+            got += len(data)
+        writer.close()
+
+    server = await asyncio.start_server(sink, HOST, 0)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FORWARDER, str(server.sockets[0].getsockname()[1]),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
+        forwarder = RelayProcess(proc, port)
+        _, writer = await asyncio.open_connection(HOST, port)
+        start = await forwarder.settled()
+        await bounded(_push(writer, os.urandom(CHUNK), moved // CHUNK), transfer_timeout(moved),
+                      "the socket floor's source")  # fmt: skip
+        writer.close()
+        await wait_until(lambda: got >= moved, lambda: f"the forwarder passed {got} of {moved}",
+                         transfer_timeout(moved))  # fmt: skip
+        used = await forwarder.settled() - start
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        server.close()
+    return used.total * GIB / moved
+
+
 async def upload(rig: Rig, sizes: Sizes) -> tuple[Usage, int]:
     """Relay CPU time and bytes sent client → DC."""
     chunks = max(1, sizes.total // sizes.clients // CHUNK)
@@ -462,6 +521,9 @@ async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
             out["crypto_floor_cpu_s_per_gib"].append(floor)
             out[f"{direction}_cpu_s_per_gib"].append(used.total * per_gib)
             out[f"{direction}_floor_ratio"].append(used.total * per_gib / floor)
+            sockets = await socket_floor(sizes.total)
+            out[f"{direction}_socket_floor_cpu_s_per_gib"].append(sockets)
+            out[f"{direction}_socket_ratio"].append(used.total * per_gib / sockets)
             out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
             out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
             out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
@@ -479,6 +541,10 @@ FIGURES = {
     "upload_floor_ratio": "{:.2f}",
     "download_cpu_s_per_gib": "{:.3f}",
     "download_floor_ratio": "{:.2f}",
+    "upload_socket_floor_cpu_s_per_gib": "{:.3f}",
+    "upload_socket_ratio": "{:.2f}",
+    "download_socket_floor_cpu_s_per_gib": "{:.3f}",
+    "download_socket_ratio": "{:.2f}",
     "handshakes_per_cpu_s": "{:.0f}",
     "idle_connections": "{:.0f}",
     "rss_bytes_per_idle_connection": "{:.0f}",

@@ -195,6 +195,12 @@ class RecordReader:
         return len(self._buffer)
 
     def feed(self, data: bytes | memoryview) -> bytes:
+        payloads = self.payloads(data)
+        return bytes(payloads[0]) if len(payloads) == 1 else b"".join(payloads)
+
+    def payloads(self, data: bytes | memoryview) -> list[bytes | memoryview]:
+        """``feed`` without the join: the payloads in order, as views into ``data`` where they
+        lie whole in it. The views are valid only as long as ``data`` is."""
         view = memoryview(data)
         payloads: list[bytes | memoryview] = []
         if self._buffer:  # finish the record a previous read left incomplete
@@ -209,7 +215,7 @@ class RecordReader:
                 payloads.append(view[pos + RECORD_HEADER : end])
             pos = end
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)
-        return bytes(payloads[0]) if len(payloads) == 1 else b"".join(payloads)
+        return payloads
 
     def _complete(self, view: memoryview, payloads: list[bytes | memoryview]) -> memoryview:
         """Move bytes from ``view`` into the pending record; return what is left of ``view``."""

@@ -2,15 +2,19 @@
 
 Theory of operation
 -------------------
-Each client connection is an ``asyncio.Protocol`` (no task per connection, so an idle
+Each client connection is an ``asyncio.BufferedProtocol`` (no task per connection, so an idle
 connection costs only its protocol object and two sockets). It goes through three states:
 
 * **handshake**: bytes are buffered (bounded) until a fake-TLS ClientHello record or a 64-byte
   obfuscated2 header is complete, then validated with ``relay.faketls`` / ``relay.obfs2``;
 * **relay**: a second protocol talks to the DC. Upload is decrypted with the client's keystream
   and re-encrypted with ours; download uses fast mode and passes untouched (only wrapped in TLS
-  records for ``ee`` clients). Each side pauses reading while the other side's write buffer is
-  above the high-water mark, so a slow peer never makes memory grow;
+  records for ``ee`` clients). Client bytes are read into one receive buffer shared by every
+  connection (the loop runs one callback at a time, and nothing keeps a view of it past the
+  callback), and upload is decrypted into one shared scratch buffer, so moving a gigabyte
+  allocates nothing per read but the re-encrypted bytes handed to the DC's transport. Each
+  side pauses reading while the other side's write buffer is above the high-water mark, so a
+  slow peer never makes memory grow;
 * **mask**: a client that fails at any point before a valid handshake is connected to the mask
   host; every byte it sent so far is forwarded, then both directions are piped.
 
@@ -40,6 +44,10 @@ LOW_WATER = 64 * 1024
 MAX_HELLO = faketls.RECORD_HEADER + faketls.MAX_RECORD_PAYLOAD
 # A ClientHello record starts so; an obfuscated2 header may start with 0x16 too (1 in 256).
 TLS_START = b"\x16\x03\x01"
+# Shared by all connections; see the theory of operation. AES-CTR's update_into wants 15 spare
+# bytes past the output; a read plus one pending record always fits in the scratch buffer.
+_RECEIVE = memoryview(bytearray(256 * 1024))
+_SCRATCH = memoryview(bytearray(len(_RECEIVE) + MAX_HELLO + 512))
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,7 @@ class _Peer(asyncio.Protocol):
         self.client.resume_reading()
 
 
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol(asyncio.BufferedProtocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
@@ -231,12 +239,20 @@ class ClientProtocol(asyncio.Protocol):
 
     # -- data ----------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECEIVE
+
+    def buffer_updated(self, nbytes: int) -> None:
+        with _RECEIVE[:nbytes] as view:
+            self.data_received(view)
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Handle bytes from the client; ``data`` may be a view that dies on return."""
         self.last_active = time.monotonic()
         if self.state == "relay":
             self._upload(data)
         elif self.state == "mask":
-            self._to_peer(data)
+            self._to_peer(bytes(data))
         elif self.state == "tls-header":
             self._tls_header(data)
         else:
@@ -266,19 +282,23 @@ class ClientProtocol(asyncio.Protocol):
             if len(self.buffer) > HIGH_WATER and self.transport:
                 self.transport.pause_reading()
 
-    def _upload(self, data: bytes) -> None:
+    def _upload(self, data: bytes | memoryview) -> None:
+        parts: list[bytes | memoryview] = [data]
         if self.tls is not None:
             try:
-                data = self.tls.feed(data)
+                parts = self.tls.payloads(data)
             except HandshakeError:
                 self.close()
                 return
-        if not data:
+        size = 0
+        for part in parts:  # the client's keystream off, into the scratch buffer
+            size += self.decryptor.update_into(part, _SCRATCH[size:])
+        if not size:
             return
         assert self.secret is not None
-        self.relay.metrics.add("relay_bytes_total", len(data), secret=self.secret.name,
+        self.relay.metrics.add("relay_bytes_total", size, secret=self.secret.name,
                                direction="up")  # fmt: skip
-        self._to_peer(self.encryptor.update(self.decryptor.update(data)))
+        self._to_peer(self.encryptor.update(_SCRATCH[:size]))
 
     # -- handshake -----------------------------------------------------------------------
 
@@ -338,7 +358,7 @@ class ClientProtocol(asyncio.Protocol):
         self.buffer = bytearray()
         self._tls_header(buf[total:])
 
-    def _tls_header(self, data: bytes) -> None:
+    def _tls_header(self, data: bytes | memoryview) -> None:
         """After our ServerHello: collect the obfuscated2 header from the client's records."""
         assert self.tls is not None and self.secret is not None
         try:

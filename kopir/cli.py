@@ -15,9 +15,10 @@ from pathlib import Path
 import relay
 import signing
 import smsgw
-from kopir import logcmd, relaycmd, signcmd, smscmd, trustcmd
+from kopir import listcmd, logcmd, relaycmd, signcmd, smscmd, trustcmd
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
+from proxylist.errors import ProxylistError
 
 EXAMPLES = """\
 examples:
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     logcmd.add_parsers(sub, common)
     relaycmd.add_parsers(sub, common)
     smscmd.add_parsers(sub, common)
+    listcmd.add_parsers(sub, common)
     return parser
 
 
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(as_json, str(exc), exc.code, exc.data)
     except ConfigError as exc:
         return _fail(as_json, str(exc), EXIT_USAGE, {})
-    except (signing.SigningError, smsgw.SmsError, relay.RelayError) as exc:
+    except (signing.SigningError, smsgw.SmsError, relay.RelayError, ProxylistError) as exc:
         return _fail(as_json, str(exc), 1, {})
     except KeyboardInterrupt:
         return _fail(as_json, "interrupted", 130, {})

@@ -130,8 +130,70 @@ class SmppConfig:
 
 
 @dataclass(frozen=True)
+class TwilioConfig:
+    account_sid: str = ""
+    auth_token: str = ""
+    """The auth token, or "env:NAME" to read it from the environment."""
+    sender: str = ""
+    """The From number or sender id; leave empty to send through messaging_service_sid."""
+    messaging_service_sid: str = ""
+    base_url: str = "https://api.twilio.com"
+    status_callback: str = ""
+    """The public URL of our /sms/twilio/status webhook, as Twilio sees it; empty for none."""
+    inbound_url: str = ""
+    """The public URL of our /sms/twilio/inbound webhook (inbound SMS); empty for none."""
+
+
+@dataclass(frozen=True)
+class VonageConfig:
+    api_key: str = ""
+    api_secret: str = ""
+    """The API secret, or "env:NAME"."""
+    sender: str = ""
+    base_url: str = "https://rest.nexmo.com"
+
+
+@dataclass(frozen=True)
+class InfobipConfig:
+    api_key: str = ""
+    """The API key, or "env:NAME"."""
+    sender: str = ""
+    base_url: str = "https://api.infobip.com"
+    """Your account's base URL (xxxxx.api.infobip.com)."""
+
+
+@dataclass(frozen=True)
+class AndroidConfig:
+    base_url: str = ""
+    """The phone's local API, e.g. "http://192.168.1.10:8080"."""
+    username: str = "sms"
+    password: str = ""
+    """The app's password, or "env:NAME"."""
+    webhook_key: str = ""
+    """The app's webhook signing key ("env:NAME" allowed); empty turns its webhooks off."""
+    limit: int = 30
+    """SMS per window before Android would ask the phone's user."""
+    window: Duration = Duration(1800)
+
+
+@dataclass(frozen=True)
+class HttpSmsConfig:
+    method: Literal["GET", "POST", "PUT", "PATCH"] = "POST"
+    url: str = ""
+    """May hold placeholders after the host: {to} {to_digits} {text} {id} {encoding}."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Header values may be "env:NAME"."""
+    body: str = ""
+    """The body template, with the same placeholders."""
+    body_type: Literal["json", "form"] = "json"
+    success: list[int] = field(default_factory=lambda: [200, 201, 202])
+    id_path: str = ""
+    """Where the message id is in a JSON reply, e.g. "messages.0.id"; empty if none."""
+
+
+@dataclass(frozen=True)
 class SmsConfig:
-    backend: Literal["outbox", "smpp"] = "outbox"
+    backend: Literal["outbox", "smpp", "twilio", "vonage", "infobip", "android", "http"] = "outbox"
     queue: Path = Path("sms/queue.db")
     """The durable SQLite queue; relative to the data dir."""
     outbox: Path = Path("sms/outbox")
@@ -141,6 +203,11 @@ class SmsConfig:
     retry_delay: Duration = Duration(30)
     """Wait before retrying a throttled or failed-to-connect message."""
     smpp: SmppConfig = field(default_factory=SmppConfig)
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    vonage: VonageConfig = field(default_factory=VonageConfig)
+    infobip: InfobipConfig = field(default_factory=InfobipConfig)
+    android: AndroidConfig = field(default_factory=AndroidConfig)
+    http: HttpSmsConfig = field(default_factory=HttpSmsConfig)
 
 
 @dataclass(frozen=True)

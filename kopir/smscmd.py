@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,8 +14,6 @@ from kopir.config import Config, ConfigError, load_config
 from kopir.output import CommandFailed, emit
 from smsgw.backend import Backend
 from smsgw.compose import instruction_message, link_message
-from smsgw.outbox import OutboxBackend
-from smsgw.smpp import SmppBackend, SmppSettings
 from smsgw.worker import Worker, enqueue
 
 
@@ -43,29 +40,11 @@ def _queue(config: Config) -> smsgw.Queue:
 
 
 def backend(config: Config) -> Backend:
-    """The configured backend."""
-    if config.sms.backend == "outbox":
-        return OutboxBackend(config.in_data(config.sms.outbox))
-    smpp = config.sms.smpp
-    settings = SmppSettings(
-        host=smpp.host,
-        port=smpp.port,
-        system_id=smpp.system_id,
-        password=_secret(config, "[sms.smpp] password", smpp.password),
-        window=smpp.window,
-        throughput=smpp.throughput,
-    )
-    return SmppBackend(settings)
-
-
-def _secret(config: Config, key: str, value: str) -> str:
-    """A config secret, or the environment variable it names as ``env:NAME``."""
-    if not value.startswith("env:"):
-        return value
-    name = value[4:]
-    if name not in os.environ:
-        raise ConfigError(f"{config.path}: {key} names ${name}, which is not set")
-    return os.environ[name]
+    """The configured backend; a mistake in its table is a ``ConfigError`` (exit 2)."""
+    try:
+        return smsgw.make_backend(config.sms, config.data_dir)
+    except smsgw.BackendConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
 
 
 async def _send_all(

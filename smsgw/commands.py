@@ -5,8 +5,10 @@ Theory of operation
 A citizen may text a command to the gateway (where the backend receives SMS). ``parse`` reads
 the first word, case-insensitively, in Latin, Russian or Kazakh, and guesses the reply
 language from the word used. ``CommandHandler.handle`` applies it: STOP deletes the subscriber
-at once (nothing else is kept), PROXY asks the caller for a fresh set of links, HELP or any
-unknown text gets the help text. Replies are rate-limited per sender (keyed reference, never
+at once (nothing else is kept), PROXY asks the caller for a fresh set of links (the text it
+returns is the reply; None means the links will come separately, and the reply says so), HELP
+or any unknown text gets the help text, in the sender's language: the command word's, else the
+subscriber's, else Russian. Replies are rate-limited per sender (keyed reference, never
 the number), so a flood of inbound SMS cannot make the gateway spend the operator's SMS.
 """
 
@@ -107,7 +109,8 @@ class CommandHandler:
     """Applies inbound commands.
 
     ``remove(number) -> bool`` deletes a subscriber; ``language_of(number)`` gives a known
-    subscriber's language (or None); ``request_links(number)`` queues a fresh set of links;
+    subscriber's language (or None); ``request_links(number, language)`` returns the text to
+    send in reply to PROXY (fresh links), or None when they will come another way;
     ``ref(number)`` is the keyed reference used for rate limiting.
     """
 
@@ -115,7 +118,7 @@ class CommandHandler:
         self,
         remove: Callable[[str], bool],
         language_of: Callable[[str], str | None],
-        request_links: Callable[[str], None],
+        request_links: Callable[[str, Language], str | None],
         ref: Callable[[str], str],
         limit: RateLimit | None = None,
     ) -> None:
@@ -133,7 +136,8 @@ class CommandHandler:
         if not self.limit.allow(self.ref(sender), now):
             return Outcome(parsed.command, None)
         if parsed.command == "proxy":
-            self.request_links(sender)
+            links = self.request_links(sender, language)
+            return Outcome("proxy", links or REPLIES["proxy"][language])
         return Outcome(parsed.command, REPLIES[parsed.command][language])
 
 

@@ -8,8 +8,17 @@ of messages (``queued`` → ``sending``), decrypts each recipient only for the c
 backend, and records each result: ``accepted`` (with the provider id), ``retry`` later, or
 ``failed``. Receipts from the backend move messages to ``delivered``/``failed``/``expired``.
 
+A ``retry`` that names no wait (``retry_after``) backs off: ``retry_delay`` after the first
+attempt, doubling with each attempt up to ``MAX_BACKOFF`` times it.
+
 On start the worker calls ``Queue.recover``: messages left in ``sending`` by a crash go back
 to ``queued``, so delivery is at least once and duplicates are at most one window.
+
+Inbound SMS (from a backend that receives: SMPP ``deliver_sm``, the Android app's and Twilio's
+webhooks) go to ``commands``, a ``CommandHandler`` (``subscriber_commands`` binds one to the
+subscriber store). The sender is normalised to E.164 (a sender that is not a phone number is
+ignored), STOP removes the subscriber, and the reply, if the rate limit allows one, is queued
+for that number like any message and wakes ``run``, which sends until told to stop.
 """
 
 from __future__ import annotations
@@ -21,12 +30,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smsgw.backend import Backend, Inbound, OutgoingSms, Receipt, SendResult
-from smsgw.errors import QueueError
-from smsgw.numbers import NumberKey
+from smsgw.commands import CommandHandler, Language, RateLimit
+from smsgw.errors import EncodingError, QueueError, SubscriberError
+from smsgw.numbers import NumberKey, normalize
 from smsgw.queue import Message, NewMessage, Queue
-from smsgw.segment import Segmentation
+from smsgw.segment import Segmentation, segment
+from smsgw.subscribers import SubscriberStore
 
 log = logging.getLogger("kopir.sms")
+
+MAX_BACKOFF = 64
+"""A retry without ``retry_after`` waits at most this many times ``retry_delay``."""
+LinksFor = Callable[[str, Language], str | None]
+"""Given a number and a language, the text answering PROXY (fresh links), or None."""
 
 
 def enqueue(
@@ -59,11 +75,42 @@ def enqueue(
     return [queue.enqueue(row, now) for row in rows]
 
 
+def subscriber_commands(
+    store: SubscriberStore,
+    key: NumberKey,
+    links: LinksFor | None = None,
+    limit: RateLimit | None = None,
+) -> CommandHandler:
+    """Inbound commands applied to ``store``: STOP removes, replies in the stored language."""
+
+    def language_of(number: str) -> str | None:
+        try:
+            return store.get(key.ref(number)).language
+        except SubscriberError:
+            return None
+
+    return CommandHandler(
+        remove=store.remove,
+        language_of=language_of,
+        request_links=links or (lambda number, language: None),
+        ref=key.ref,
+        limit=limit,
+    )
+
+
 @dataclass
 class StepReport:
     accepted: int = 0
     retried: int = 0
     failed: int = 0
+
+    def add(self, other: StepReport) -> None:
+        self.accepted += other.accepted
+        self.retried += other.retried
+        self.failed += other.failed
+
+    def __bool__(self) -> bool:
+        return bool(self.accepted or self.retried or self.failed)
 
 
 class Worker:
@@ -76,12 +123,18 @@ class Worker:
         window: int = 50,
         retry_delay: float = 30.0,
         on_inbound: Callable[[Inbound], None] | None = None,
+        commands: CommandHandler | None = None,
+        default_region: str = "KZ",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue, self.key, self.backend = queue, key, backend
         self.window, self.retry_delay = window, retry_delay
         self.on_inbound = on_inbound
+        """Also told of every inbound SMS (after ``commands``)."""
+        self.commands = commands
+        self.default_region = default_region
         self.clock = clock
+        self._wake = asyncio.Event()
 
     async def start(self) -> int:
         """Requeue what a crash left in flight, then start the backend; returns how many."""
@@ -100,8 +153,9 @@ class Worker:
         if not messages:
             return report
         outgoing = [self._outgoing(m) for m in messages]
+        attempts = {m.id: m.attempts for m in messages}
         for result in await self.backend.send(outgoing):
-            self._record(result, report)
+            self._record(result, report, attempts.get(result.message_id, 1))
         return report
 
     async def drain(self, max_steps: int = 100_000) -> StepReport:
@@ -109,12 +163,31 @@ class Worker:
         total = StepReport()
         for _ in range(max_steps):
             report = await self.step()
-            if not (report.accepted or report.retried or report.failed):
+            if not report:
                 break
-            total.accepted += report.accepted
-            total.retried += report.retried
-            total.failed += report.failed
+            total.add(report)
         return total
+
+    async def run(self, stop: asyncio.Event, idle: float = 1.0) -> StepReport:
+        """Send until ``stop`` is set: due messages a window at a time; when none are due,
+        wait up to ``idle`` seconds, or until an inbound command queues a reply."""
+        total = StepReport()
+        while not stop.is_set():
+            report = await self.step()
+            total.add(report)
+            if not report:
+                self.queue.expire(self.clock())
+                await self._idle(stop, idle)
+        return total
+
+    async def _idle(self, stop: asyncio.Event, seconds: float) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _outgoing(self, message: Message) -> OutgoingSms:
         return OutgoingSms(
@@ -122,13 +195,15 @@ class Worker:
             message.udh + message.body, message.esm_class, message.data_coding, message.text,
         )  # fmt: skip
 
-    def _record(self, result: SendResult, report: StepReport) -> None:
+    def _record(self, result: SendResult, report: StepReport, attempts: int) -> None:
         now = self.clock()
         if result.status == "accepted" and result.provider_id:
             self.queue.accepted(result.message_id, result.provider_id, now)
             report.accepted += 1
         elif result.status == "retry":
-            delay = result.retry_after if result.retry_after is not None else self.retry_delay
+            delay = result.retry_after
+            if delay is None:
+                delay = self.retry_delay * min(2 ** max(attempts - 1, 0), MAX_BACKOFF)
             self.queue.retry(result.message_id, result.error or "retry", now, delay)
             report.retried += 1
         else:
@@ -151,5 +226,29 @@ class Worker:
             log.warning("receipt ignored: %s", exc)
 
     def _inbound(self, message: Inbound) -> None:
+        if self.commands is not None:
+            self._command(message)
         if self.on_inbound is not None:
             self.on_inbound(message)
+
+    def _command(self, message: Inbound) -> None:
+        try:
+            number = normalize(message.sender, self.default_region, check=False)
+        except SubscriberError:
+            log.info("inbound SMS from a sender that is not a phone number: ignored")
+            return
+        assert self.commands is not None
+        now = self.clock()
+        outcome = self.commands.handle(number, message.text, now)
+        who = self.key.short_ref(number)
+        if outcome.reply is None:
+            log.info("inbound %s from %s: no reply (rate-limited)", outcome.command, who)
+            return
+        campaign = f"reply-{int(now // self.commands.limit.interval)}"
+        try:
+            enqueue(self.queue, self.key, number, campaign, segment(outcome.reply), now)
+        except (EncodingError, QueueError) as exc:
+            log.warning("inbound %s from %s: reply not queued: %s", outcome.command, who, exc)
+            return
+        log.info("inbound %s from %s: reply queued", outcome.command, who)
+        self._wake.set()

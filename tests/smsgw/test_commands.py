@@ -40,13 +40,18 @@ def test_unknown_text_is_help_in_the_guessed_language() -> None:
 class Store:
     def __init__(self) -> None:
         self.numbers = {"+77010000001": "kk", "+77010000002": "ru"}
-        self.requests: list[str] = []
+        self.requests: list[tuple[str, str]] = []
+        self.links: str | None = None
+
+    def request_links(self, number: str, language: str) -> str | None:
+        self.requests.append((number, language))
+        return self.links
 
     def handler(self, interval: float = 300.0) -> CommandHandler:
         return CommandHandler(
             remove=lambda n: self.numbers.pop(n, None) is not None,
             language_of=self.numbers.get,
-            request_links=self.requests.append,
+            request_links=self.request_links,
             ref=lambda n: "ref-" + n[-4:],
             limit=RateLimit(interval),
         )
@@ -65,7 +70,15 @@ def test_proxy_requests_links_once_per_interval() -> None:
     assert handler.handle("+77010000002", "ПРОКСИ", 0.0).reply == REPLIES["proxy"]["ru"]
     assert handler.handle("+77010000002", "ПРОКСИ", 10.0).reply is None  # rate-limited
     assert handler.handle("+77010000002", "ПРОКСИ", 301.0).reply is not None
-    assert store.requests == ["+77010000002", "+77010000002"]
+    assert store.requests == [("+77010000002", "ru"), ("+77010000002", "ru")]
+
+
+def test_proxy_reply_is_the_links_the_application_returns() -> None:
+    store = Store()
+    store.links = "Telegram proxy: https://t.me/proxy?server=a&port=443&sig=x"
+    outcome = store.handler().handle("+77010000001", "proxy", 0.0)
+    assert outcome.reply == store.links
+    assert store.requests == [("+77010000001", "kk")]  # the subscriber's language
 
 
 def test_stop_is_honoured_even_when_replies_are_rate_limited() -> None:

@@ -16,16 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smsgw.backend import OutgoingSms, Receipt, SendResult
-from smsgw.http import (
+from smsgw.http import ProviderError, retry_after, scrub
+from smsgw.providers import (
     AndroidGatewayBackend,
     InfobipBackend,
-    ProviderError,
     SlidingWindow,
     TwilioBackend,
     VonageBackend,
+)
+from smsgw.webhooks import (
     infobip_report_route,
-    retry_after,
-    scrub,
     twilio_signature,
     twilio_status_route,
     vonage_receipt_route,

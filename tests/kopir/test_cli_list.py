@@ -37,7 +37,8 @@ def write(tmp_path: Path, text: str) -> Path:
 # -- [publisher] config ---------------------------------------------------------------------
 
 
-def test_example_config_probes_its_own_relay(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_example_config_probes_its_own_relay(tmp_path: Path) -> None:
     example = (ROOT / "config.example.toml").read_text()
     config = load_config(ROOT / "config.example.toml")
     assert config.publisher.list_lifetime == 72 * 3600
@@ -45,11 +46,29 @@ def test_example_config_probes_its_own_relay(tmp_path: Path) -> None:
     # As shipped, the example relay has no secret yet: the error says what to add.
     with pytest.raises(ConfigError, match="no relays to probe"):
         publisher_relays(config)
-    # `kopir relay secret >> config.toml` is how an operator adds one.
-    secret = f'\n[[relay.secrets]]\nname = "default"\nsecret = "{KEY.hex()}"\n'
-    path = write(tmp_path, example + secret)
-    (relay,) = publisher_relays(load_config(path))
-    assert relay == Relay("local:default", "127.0.0.1", 8443, KEY, "ee", "example.com")
+    # `kopir relay secret >> config.toml` is how an operator adds one. The test also moves the
+    # relay to a free port and points its DC and mask host at loopback (never the internet).
+    port = free_port()
+    async with FakeDC() as dc, MaskHost() as mask:
+        text = example
+        for old, new in [
+            ('"127.0.0.1:8443"', f'"127.0.0.1:{port}"'),
+            ("[relay.dc]\n", f'[relay.dc]\n"2" = "127.0.0.1:{dc.port}"\n'),
+            ('mask_host = ""', 'mask_host = "127.0.0.1"'),
+            ("mask_port = 443", f"mask_port = {mask.port}"),
+            ('metrics_listen = "127.0.0.1:9464"', 'metrics_listen = ""'),
+        ]:
+            assert text.count(old) == 1, f"config.example.toml changed: {old!r}"
+            text = text.replace(old, new)
+        path = write(
+            tmp_path, text + f'[[relay.secrets]]\nname = "default"\nsecret = "{KEY.hex()}"\n'
+        )
+        (relay,) = publisher_relays(load_config(path))
+        assert relay == Relay("local:default", "127.0.0.1", port, KEY, "ee", "example.com")
+        async with relay_process(path):
+            code, out, err = await cli("list", "probe", "-c", path)
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:5] == ["local:default", str(port), "ok", "ok", "ok"]
 
 
 def test_relay_entries_become_relays(tmp_path: Path) -> None:

@@ -358,7 +358,7 @@ def relay_and_result(draw: st.DrawFn, index: int) -> tuple[Relay, ProbeResult]:
 fleets = st.integers(1, 6).flatmap(lambda n: st.tuples(*(relay_and_result(i) for i in range(n))))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets, fleets, st.floats(0, 200 * HOUR, allow_nan=False))
 def test_every_document_the_builder_emits_parses(first, second, later) -> None:
     current = None

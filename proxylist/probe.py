@@ -6,7 +6,7 @@ A probe proves two things about a relay (PROTOCOLS.md "Fake-TLS", "MTProto trans
 obfuscation", "A full-path probe"):
 
 * **tls-hmac** (``ee`` relays only). We send a ClientHello shaped like tdlib's (517 bytes,
-  Chrome's extension order, GREASE, an x25519 key on the curve) whose random is
+  Chrome's extension order, GREASE, a real x25519 public key) whose random is
   ``HMAC-SHA256(key, record with the random zeroed)`` with our clock XORed into its last 4 bytes.
   The relay must answer with the three records tdlib reads (ServerHello, ChangeCipherSpec, one
   ApplicationData), and the ServerHello random must be ``HMAC-SHA256(key, our random ‖ the
@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from proxylist.errors import ProbeError
@@ -55,10 +56,9 @@ RES_PQ = 0x05162463
 VECTOR = 0x1CB5C415
 _RANDOM = slice(11, 43)
 _TRIES = 256
-"""Redraws of random bytes before giving up (each draw fails with probability ≤ 1/2)."""
+"""Redraws of a header before giving up (each draw fails with probability about 1/128)."""
 # A header must not look like another protocol to a middlebox, nor like TLS to an ee relay.
 _FORBIDDEN_STARTS = (b"HEAD", b"POST", b"GET ", b"OPTI", b"\xdd" * 4, b"\xee" * 4)
-_P25519 = 2**255 - 19
 _SUITES = bytes.fromhex("130113021303c02bc02fc02cc030cca9cca8c013c014009c009d002f0035000a")
 
 Entropy = Callable[[int], bytes]
@@ -116,27 +116,15 @@ def _grease(entropy: Entropy) -> list[bytes]:
     return [bytes([v, v]) for v in values]
 
 
-def _curve_rhs(x: int) -> int:
-    return (x * x * x + 486662 * x * x + x) % _P25519
-
-
 def x25519_public(entropy: Entropy) -> bytes:
-    """A random x25519 public key on the curve itself, as tdlib makes them.
+    """A fresh x25519 public key for the key_share, as a real client sends.
 
-    Random bytes would be a point on the twist half the time, which a censor could count.
-    Pick ``x`` until ``x³ + 486662x² + x`` is a square mod p, then double the point three times
-    (clearing the cofactor).
+    Random bytes would be a point on the twist half the time, which a censor could count
+    (tdlib draws a point on the curve for this reason). Ours is a real public key, made from 32
+    bytes of ``entropy`` as the private key, so it is on the curve by construction.
     """
-    for _ in range(_TRIES):
-        x = int.from_bytes(entropy(32), "little") % _P25519
-        rhs = _curve_rhs(x)
-        if rhs and pow(rhs, (_P25519 - 1) // 2, _P25519) == 1:
-            break
-    else:
-        raise RuntimeError("the entropy source never gave a point on curve25519")
-    for _ in range(3):
-        x = (x * x - 1) ** 2 * pow(4 * _curve_rhs(x), -1, _P25519) % _P25519
-    return x.to_bytes(32, "little")
+    private = X25519PrivateKey.from_private_bytes(entropy(32))
+    return private.public_key().public_bytes_raw()
 
 
 def _ext(kind: bytes, body: bytes) -> bytes:

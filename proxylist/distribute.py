@@ -146,16 +146,6 @@ def epoch_of(now: float, epoch_seconds: float) -> int:
     return math.floor(now / epoch_seconds)
 
 
-def cohort_of(secret: bytes, recipient: str) -> str:
-    """The keyed hash that stands for ``recipient`` in the record (never the clear id)."""
-    _check_secret(secret)
-    return (
-        _Keyed(secret, _field(_LABEL_COHORT))
-        .digest(_field(_encode_id(recipient)))
-        .hex()[:COHORT_HEX]
-    )
-
-
 # --- the ring -------------------------------------------------------------------------------
 
 
@@ -510,14 +500,15 @@ def _immediate(db: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection
     """One ``BEGIN IMMEDIATE`` transaction, so two processes never both read and then write."""
     try:
         db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
     except sqlite3.Error as exc:
         raise DistributionError(f"cannot {what} in the distribution record: {exc}") from exc
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -541,29 +532,32 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:
-    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
+    """Check the file is ours (or empty) before changing anything, then WAL and the tables."""
+    if _is_foreign(db):
         raise DistributionError(
-            f"distribution record {path} cannot use WAL mode (it is in {mode!r} mode);"
-            " put it on a local file system"
+            f"{path} is not a kopir distribution record; set the record path to a new file"
+        )
+    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+        raise DistributionError(
+            f"distribution record {path} cannot use WAL mode; put it on a local file system"
         )
     db.execute("PRAGMA synchronous = NORMAL")
     with _immediate(db, "create tables"):
-        app, version = (
-            db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version")
-        )
-        tables = db.execute("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0]
-        if (app, version) == (_APPLICATION_ID, _SCHEMA_VERSION):
-            return
-        if app or tables:
-            raise DistributionError(
-                f"{path} is not a kopir distribution record (schema {app:#x}/{version});"
-                " set the distribution record path to a new file"
-            )
+        if db.execute("PRAGMA application_id").fetchone()[0] == _APPLICATION_ID:
+            return  # another process created it since we looked
         for statement in _SCHEMA:
             db.execute(statement)
         db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
         db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+
+def _is_foreign(db: sqlite3.Connection) -> bool:
+    """Neither an empty file nor a record of this schema version."""
+    app, version = (
+        db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version")
+    )
+    tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    return (app, version) != (_APPLICATION_ID, _SCHEMA_VERSION) and bool(app or tables)
 
 
 def _create_private(path: Path) -> None:
@@ -582,18 +576,29 @@ def _create_private(path: Path) -> None:
 
 
 def generate_secret(path: Path) -> None:
-    """Write a fresh random secret to a new file, mode 0600, as hex; never overwrites."""
+    """Write a fresh random secret (hex, mode 0600) to a new file; an existing one is kept."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(fd, 0o600)  # the mode above is only ever reduced by the umask
+            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
+            out.flush()
+            os.fsync(fd)
+        os.link(tmp, path)  # unlike a rename, refuses to replace an existing secret
+    except FileExistsError:
+        raise DistributionError(
+            f"distribution secret {path} already exists and is never replaced (a new secret"
+            " reshuffles every recipient); remove it first only if you mean that"
+        ) from None
     except OSError as exc:
         raise DistributionError(
-            f"cannot create distribution secret {path}: {exc.strerror}; an existing secret is"
-            " never replaced (remove it first only if you mean to reshuffle every recipient)"
+            f"cannot create distribution secret {path}: {exc.strerror}"
         ) from None
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(SECRET_BYTES) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def load_secret(path: Path) -> bytes:

@@ -27,7 +27,6 @@ from proxylist.distribute import (
     _Keyed,
     _u64,
     check_pools,
-    cohort_of,
     epoch_of,
     generate_secret,
     load_secret,
@@ -105,11 +104,16 @@ def test_recipient_messages_never_collide(a, b):
     assert (message(*a) == message(*b)) == (a == b)
 
 
-def test_cohort_is_keyed_truncated_and_label_separated():
-    cohort = cohort_of(SECRET, "+77011234567")
-    assert len(cohort) == COHORT_HEX and int(cohort, 16) >= 0
-    assert cohort != cohort_of(OTHER_SECRET, "+77011234567")
-    assert cohort != cohort_of(SECRET, "+77011234568")
+def test_cohort_is_keyed_truncated_and_label_separated(tmp_path):
+    with (
+        Distributor(tmp_path / "a.db", SECRET, {"new": RELAYS}) as one,
+        Distributor(tmp_path / "b.db", OTHER_SECRET, {"new": RELAYS}) as other,
+    ):
+        cohort = one.cohort("+77011234567")
+        assert len(cohort) == COHORT_HEX and int(cohort, 16) >= 0
+        assert cohort != other.cohort("+77011234567")
+        assert cohort != one.cohort("+77011234568")
+        assert one.assign("+77011234567", "new", T0).cohort == cohort
     full = hmac.new(
         SECRET,
         _field(b"kopir-distribution-cohort-v1") + _field(b"+77011234567"),
@@ -304,15 +308,19 @@ def test_rate_limit_gives_one_new_set_per_interval(tmp_path):
 def test_rate_limit_spans_epochs_and_reopening(tmp_path):
     """A new epoch within the interval still gets the previous set, even after a restart."""
     phone, path = "tg:123456789", tmp_path / "d.db"
-    options = {"epoch_seconds": 3600.0, "interval": DAY}
-    with Distributor(path, SECRET, {"established": RELAYS}, **options) as dist:
+
+    def open_record() -> Distributor:
+        pools = {"established": RELAYS}
+        return Distributor(path, SECRET, pools, epoch_seconds=3600.0, interval=DAY)
+
+    with open_record() as dist:
         first = dist.assign(phone, "established", T0)
 
     def fresh(now: float) -> tuple[str, ...]:
         return Ring.build(SECRET, RELAYS, epoch_of(now, 3600)).assign(phone, 2)
 
     assert fresh(T0 + 5 * 3600) != first.relays
-    with Distributor(path, SECRET, {"established": RELAYS}, **options) as dist:
+    with open_record() as dist:
         again = dist.assign(phone, "established", T0 + 5 * 3600)
         assert again.relays == first.relays and again.limited
         later = dist.assign(phone, "established", T0 + DAY)
@@ -434,8 +442,10 @@ def test_a_foreign_sqlite_file_is_refused(tmp_path):
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (x)")
     db.close()
+    before = path.read_bytes()
     with pytest.raises(DistributionError, match="not a kopir distribution record"):
         Distributor(path, SECRET, {"new": RELAYS})
+    assert path.read_bytes() == before  # refused before anything changed (no switch to WAL)
     with pytest.raises(DistributionError, match="cannot create distribution record"):
         Distributor(tmp_path / "missing" / "d.db", SECRET, {"new": RELAYS})
 

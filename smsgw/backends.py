@@ -184,7 +184,9 @@ def make_backend(
     try:
         return builders[kind](secrets)
     except (ProviderError, SmppError) as exc:
-        raise BackendConfigError(f"[sms.{kind}] {exc}") from None
+        reason = str(exc).removeprefix(f"{kind}: ")
+        where = "" if reason.startswith("[") else f"[sms.{kind}] "
+        raise BackendConfigError(where + reason) from None
 
 
 def webhook_routes(backend: Backend) -> dict[str, Handler]:

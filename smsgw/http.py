@@ -116,7 +116,9 @@ class HttpBackend:
 
     def __init__(self, base_url: str, *, concurrency: int = 4, timeout: float = 15.0) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ProviderError(f"{self.name}: base URL must start with http:// or https://")
+            raise ProviderError(
+                f"{self.name}: base_url must start with http:// or https://, got {base_url!r}"
+            )
         if concurrency < 1 or timeout <= 0:
             raise ProviderError(f"{self.name}: concurrency and timeout must be positive")
         self.base_url = base_url.rstrip("/")

@@ -10,8 +10,14 @@ Scripted answers: ``ok``, ``throttled``, ``bad_credentials``, ``invalid`` (a pro
 that quotes the number, to check scrubbing), ``server_error`` and, for Vonage, ``quota``.
 ``delay`` slows every answer so tests can see how many requests a backend has in flight.
 
-``sign_twilio`` computes ``X-Twilio-Signature`` from Twilio's description, independently of
-``smsgw.http``; ``serve`` runs webhook handlers on 127.0.0.1 for the callback tests.
+``/generic/...`` is a made-up provider for the templated ``http`` backend: any method, a
+``Bearer`` token, and a reply with the id at ``data.messages.0.id``; ``throttled_bare`` answers
+429 without ``Retry-After``.
+
+``sign_twilio`` computes ``X-Twilio-Signature`` from Twilio's description, and
+``sign_android`` the Android app's ``X-Signature``, independently of ``smsgw``;
+``post_android`` plays the app posting a webhook; ``serve`` runs webhook handlers on 127.0.0.1
+for the callback tests; ``providers_in_thread`` runs the fake providers for a child process.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ import hashlib
 import hmac
 import itertools
 import json
+import threading
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
@@ -37,6 +46,8 @@ VONAGE_SECRET = "vonage-secret"
 INFOBIP_KEY = "infobip-api-key"
 ANDROID_USER = "sms"
 ANDROID_PASSWORD = "android-password"
+ANDROID_WEBHOOK_KEY = "android-signing-key"
+GENERIC_TOKEN = "generic-token"
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,9 @@ class Recorded:
     headers: Mapping[str, str]
     form: dict[str, str] | None
     json: Any
+    method: str = "POST"
+    query: dict[str, str] = field(default_factory=dict)
+    raw: bytes = b""
 
 
 def sign_twilio(auth_token: str, url: str, params: Mapping[str, str]) -> str:
@@ -58,6 +72,43 @@ def sign_twilio(auth_token: str, url: str, params: Mapping[str, str]) -> str:
         data += name + params[name]
     mac = hmac.new(auth_token.encode("utf-8"), data.encode("utf-8"), hashlib.sha1)
     return base64.b64encode(mac.digest()).decode("ascii")
+
+
+def sign_android(key: str, body: bytes, timestamp: str) -> str:
+    """``X-Signature`` as the SMS Gateway app documents it: hex HMAC-SHA256, keyed with the
+    signing key, of the raw body followed by the ``X-Timestamp`` value."""
+    message = body.decode("utf-8") + timestamp
+    return hmac.new(key.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def android_event(event: str, payload: dict[str, Any]) -> bytes:
+    """A webhook body shaped like the app's (deviceId, event, id, payload, webhookId)."""
+    envelope = {
+        "deviceId": "ffffffffceb0b1db0000018e937c815b",
+        "event": event,
+        "id": "Ey6ECgOkVVFjz3CL48B8C",
+        "payload": payload,
+        "webhookId": "LreFUt-Z3sSq0JufY9uWB",
+    }
+    return json.dumps(envelope, ensure_ascii=False).encode("utf-8")
+
+
+async def post_android(
+    url: str, body: bytes, key: str = ANDROID_WEBHOOK_KEY, timestamp: float | None = None
+) -> int:
+    """POST ``body`` to ``url`` signed the way the app signs; the HTTP status."""
+    stamp = str(int(time.time() if timestamp is None else timestamp))
+    headers = {
+        "Content-Type": "application/json",
+        "X-Timestamp": stamp,
+        "X-Signature": sign_android(key, body, stamp),
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.status
 
 
 def _basic_ok(request: web.Request, user: str, password: str) -> bool:
@@ -101,6 +152,7 @@ class FakeProviders:
         app.router.add_post("/sms/json", self._vonage)
         app.router.add_post("/sms/2/text/advanced", self._infobip)
         app.router.add_post("/message", self._android)
+        app.router.add_route("*", "/generic/{tail:.*}", self._generic)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -116,11 +168,15 @@ class FakeProviders:
 
     async def _record(self, provider: str, request: web.Request) -> Recorded:
         form = json_body = None
+        raw = await request.read()
         if request.content_type == "application/json":
-            json_body = await request.json()
-        else:
+            json_body = json.loads(raw)
+        elif request.method != "GET":
             form = {k: str(v) for k, v in (await request.post()).items()}
-        recorded = Recorded(provider, request.path, dict(request.headers), form, json_body)
+        recorded = Recorded(
+            provider, request.path, dict(request.headers), form, json_body,
+            request.method, dict(request.query), raw,
+        )  # fmt: skip
         self.requests.append(recorded)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -210,6 +266,26 @@ class FakeProviders:
             return web.json_response({"message": "bad number +77012345678"}, status=400)
         return web.Response(status=500, text="oops")
 
+    async def _generic(self, request: web.Request) -> web.Response:
+        await self._record("generic", request)
+        answer = self._next(request.headers.get("Authorization") == f"Bearer {GENERIC_TOKEN}")
+        if answer == "ok":
+            reply = {"data": {"messages": [{"id": f"gen-{next(self._ids)}", "status": "queued"}]}}
+            return web.json_response(reply, status=201)
+        if answer == "throttled":
+            return web.json_response(
+                {"error": "slow down"}, status=429, headers={"Retry-After": self.retry_after}
+            )
+        statuses = {
+            "throttled_bare": (429, "slow down"),
+            "bad_credentials": (401, "invalid token"),
+            "invalid": (400, "number +77012345678 is not valid"),
+            "server_error": (503, "maintenance"),
+            "no_id": (200, "{}"),
+        }
+        status, text = statuses[answer]
+        return web.Response(status=status, text=text)
+
 
 @asynccontextmanager
 async def running_providers() -> AsyncIterator[FakeProviders]:
@@ -239,3 +315,29 @@ async def serve(routes: Mapping[str, Any]) -> AsyncIterator[str]:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
+
+
+@contextmanager
+def providers_in_thread() -> Iterator[FakeProviders]:
+    """The fake providers served from their own thread and event loop, so a test can run a
+    child process (the ``kopir`` CLI) against them; stopped when the block ends."""
+    providers = FakeProviders()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def serve_forever() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(providers.start())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(providers.close())
+        loop.close()
+
+    thread = threading.Thread(target=serve_forever, name="fake-providers", daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield providers
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -4,9 +4,12 @@ webhook routes (signatures, strict validation, hypothesis fuzz: never a 500)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +18,18 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smsgw.backend import OutgoingSms, Receipt, SendResult
+from kopir.config import (
+    AndroidConfig,
+    HttpSmsConfig,
+    InfobipConfig,
+    SmsConfig,
+    TwilioConfig,
+    VonageConfig,
+)
+from smsgw.backend import Inbound, OutgoingSms, Receipt, SendResult
+from smsgw.backends import BackendConfigError, make_backend, webhook_routes
+from smsgw.errors import SmsError
+from smsgw.generic import GenericHttpBackend
 from smsgw.http import ProviderError, retry_after, scrub
 from smsgw.providers import (
     AndroidGatewayBackend,
@@ -25,7 +39,16 @@ from smsgw.providers import (
     VonageBackend,
 )
 from smsgw.webhooks import (
+    ANDROID_PATH,
+    INFOBIP_PATH,
+    TWILIO_INBOUND_PATH,
+    TWILIO_STATUS_PATH,
+    VONAGE_PATH,
+    android_signature,
+    android_webhook_route,
     infobip_report_route,
+    serve_webhooks,
+    twilio_inbound_route,
     twilio_signature,
     twilio_status_route,
     vonage_receipt_route,
@@ -33,15 +56,19 @@ from smsgw.webhooks import (
 from tests.smsgw.fakeproviders import (
     ANDROID_PASSWORD,
     ANDROID_USER,
+    ANDROID_WEBHOOK_KEY,
     INFOBIP_KEY,
     TWILIO_SID,
     TWILIO_TOKEN,
     VONAGE_KEY,
     VONAGE_SECRET,
     FakeProviders,
+    android_event,
     basic_credentials,
+    post_android,
     running_providers,
     serve,
+    sign_android,
     sign_twilio,
 )
 from tests.strategies import mutated
@@ -49,6 +76,7 @@ from tests.strategies import mutated
 NUMBER = "+77012345678"
 TEXT = "Прокси: https://t.me/proxy?server=relay.example.kz&port=443"
 CALLBACK = "https://gw.example.org/twilio/status?site=kz"
+INBOUND = "https://gw.example.org/sms/twilio/inbound"
 
 
 def sms(message_id: int = 1, text: str = TEXT, data_coding: int = 8) -> OutgoingSms:
@@ -409,20 +437,184 @@ async def test_infobip_reports_are_taken_whole_or_not_at_all() -> None:
     ]
 
 
+@pytest.mark.asyncio
+async def test_twilio_inbound_sms_with_good_signature_reaches_on_inbound() -> None:
+    inbound: list[Inbound] = []
+    route = twilio_inbound_route(TWILIO_TOKEN, INBOUND, inbound.append)
+    form = {"MessageSid": "SM1", "From": NUMBER, "To": "+15005550006", "Body": "СТОП"}
+    async with serve({"/in": route}) as url, aiohttp.ClientSession() as session:
+        headers = {"X-Twilio-Signature": sign_twilio(TWILIO_TOKEN, INBOUND, form)}
+        async with session.post(url + "/in", data=form, headers=headers) as resp:
+            assert resp.status == 200
+            assert await resp.text() == "<Response/>"  # no reply from Twilio itself
+        forged = {"X-Twilio-Signature": sign_twilio(TWILIO_TOKEN, CALLBACK, form)}
+        assert await post_form(session, url + "/in", form, forged["X-Twilio-Signature"]) == 403
+        no_sender = {k: v for k, v in form.items() if k != "From"}
+        signed = sign_twilio(TWILIO_TOKEN, INBOUND, no_sender)
+        assert await post_form(session, url + "/in", no_sender, signed) == 400
+    assert inbound == [Inbound(NUMBER, "СТОП")]
+
+
+def test_android_signature_matches_an_independent_signer() -> None:
+    body = android_event("sms:received", {"message": "Сәлем", "phoneNumber": NUMBER})
+    assert android_signature(ANDROID_WEBHOOK_KEY, body, "1719046000") == sign_android(
+        ANDROID_WEBHOOK_KEY, body, "1719046000"
+    )
+
+
+@pytest.mark.asyncio
+async def test_android_webhooks_inbound_and_status() -> None:
+    receipts: list[Receipt] = []
+    inbound: list[Inbound] = []
+    route = android_webhook_route(ANDROID_WEBHOOK_KEY, receipts.append, inbound.append)
+    received = {
+        "messageId": "abc123",
+        "message": "PROXY",
+        "phoneNumber": NUMBER,
+        "simNumber": None,
+        "receivedAt": "2024-06-22T15:46:11.000+07:00",
+    }
+    async with serve({"/a": route}) as url:
+        assert await post_android(url + "/a", android_event("sms:received", received)) == 204
+        sent = {"messageId": "msg00001x", "phoneNumber": NUMBER, "sentAt": "2024-06-22T15:46:12Z"}
+        assert await post_android(url + "/a", android_event("sms:sent", sent)) == 204
+        delivered = {**sent, "deliveredAt": "2024-06-22T15:46:13Z"}
+        assert await post_android(url + "/a", android_event("sms:delivered", delivered)) == 204
+        failed = {"messageId": "MSG2", "reason": f"RESULT_ERROR_GENERIC_FAILURE to {NUMBER}"}
+        assert await post_android(url + "/a", android_event("sms:failed", failed)) == 204
+        assert await post_android(url + "/a", android_event("sms:nope", sent)) == 400
+        assert await post_android(url + "/a", android_event("system:ping", {"health": {}})) == 204
+    assert inbound == [Inbound(NUMBER, "PROXY")]
+    assert receipts == [
+        Receipt("msg00001x", "delivered"),
+        Receipt("msg2", "failed", "android: RESULT_ERROR_GENERIC_FAILURE to [number]"),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_android_webhooks_unsigned_forged_or_stale_are_403() -> None:
+    inbound: list[Inbound] = []
+    route = android_webhook_route(ANDROID_WEBHOOK_KEY, lambda r: None, inbound.append)
+    body = android_event("sms:received", {"message": "STOP", "phoneNumber": NUMBER})
+    async with serve({"/a": route}) as url, aiohttp.ClientSession() as session:
+        assert await post_android(url + "/a", body, key="another-key") == 403
+        assert await post_android(url + "/a", body, timestamp=time.time() - 3600) == 403
+        assert await post_android(url + "/a", body, timestamp=time.time() + 3600) == 403
+        async with session.post(url + "/a", data=body) as resp:
+            assert resp.status == 403
+    assert inbound == []
+    with pytest.raises(SmsError, match="webhook_key"):
+        android_webhook_route("", lambda r: None, lambda i: None)
+
+
+@pytest.mark.asyncio
+async def test_backend_routes_answer_503_until_started_then_deliver() -> None:
+    twilio = TwilioBackend(
+        "http://127.0.0.1:9", TWILIO_SID, TWILIO_TOKEN, from_="Kopir",
+        status_callback=CALLBACK, inbound_url=INBOUND,
+    )  # fmt: skip
+    android = AndroidGatewayBackend(
+        "http://127.0.0.1:9", ANDROID_USER, ANDROID_PASSWORD, webhook_key=ANDROID_WEBHOOK_KEY
+    )
+    vonage, infobip = make("vonage", "http://127.0.0.1:9"), make("infobip", "http://127.0.0.1:9")
+    assert set(webhook_routes(twilio)) == {TWILIO_STATUS_PATH, TWILIO_INBOUND_PATH}
+    assert set(webhook_routes(android)) == {ANDROID_PATH}
+    assert set(webhook_routes(vonage)) == {VONAGE_PATH}
+    assert set(webhook_routes(infobip)) == {INFOBIP_PATH}
+    assert webhook_routes(make("android", "http://127.0.0.1:9")) == {}  # no key, no webhooks
+    assert webhook_routes(GenericHttpBackend("http://127.0.0.1:9/x")) == {}
+
+    inbound: list[Inbound] = []
+    body = android_event("sms:received", {"message": "HELP", "phoneNumber": NUMBER})
+    server = await serve_webhooks(webhook_routes(android))
+    try:
+        assert await post_android(server.url + ANDROID_PATH, body) == 503
+        await android.start(lambda r: None, inbound.append)
+        assert await post_android(server.url + ANDROID_PATH, body) == 204
+        await android.stop()
+        assert await post_android(server.url + ANDROID_PATH, body) == 503
+    finally:
+        await server.close()
+    assert inbound == [Inbound(NUMBER, "HELP")]
+
+
+# The factory -------------------------------------------------------------------------------
+
+
+def test_make_backend_builds_each_configured_backend(tmp_path: Path) -> None:
+    env = {"TOKEN": TWILIO_TOKEN, "AUTH": "Bearer t"}
+    sms = SmsConfig(
+        twilio=TwilioConfig(account_sid=TWILIO_SID, auth_token="env:TOKEN", sender="Kopir"),
+        vonage=VonageConfig(api_key=VONAGE_KEY, api_secret=VONAGE_SECRET, sender="Kopir"),
+        infobip=InfobipConfig(api_key=INFOBIP_KEY, sender="Kopir"),
+        android=AndroidConfig(base_url="http://127.0.0.1:8080", password="p", limit=10),
+        http=HttpSmsConfig(url="http://127.0.0.1:1/send", headers={"Authorization": "env:AUTH"}),
+    )
+    kinds = {
+        "outbox": "OutboxBackend", "smpp": "SmppBackend", "twilio": "TwilioBackend",
+        "vonage": "VonageBackend", "infobip": "InfobipBackend",
+        "android": "AndroidGatewayBackend", "http": "GenericHttpBackend",
+    }  # fmt: skip
+    sms = dataclasses.replace(sms, smpp=dataclasses.replace(sms.smpp, system_id="kopir"))
+    for kind, cls in kinds.items():
+        backend = make_backend(dataclasses.replace(sms, backend=kind), tmp_path, env)  # type: ignore[arg-type]
+        assert type(backend).__name__ == cls
+    android = make_backend(dataclasses.replace(sms, backend="android"), tmp_path, env)
+    assert isinstance(android, AndroidGatewayBackend)
+    assert (android.window.limit, android.window.window) == (10, 1800.0)
+    generic = make_backend(dataclasses.replace(sms, backend="http"), tmp_path, env)
+    assert (
+        isinstance(generic, GenericHttpBackend) and generic.headers["Authorization"] == "Bearer t"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sms", "message"),
+    [
+        (SmsConfig(backend="twilio", twilio=TwilioConfig(account_sid="AC1", auth_token="env:NOPE",
+                                                        sender="K")),
+         "[sms.twilio] auth_token names $NOPE, which is not set"),
+        (SmsConfig(backend="twilio", twilio=TwilioConfig(account_sid="AC1", auth_token="t")),
+         "[sms.twilio] set exactly one of sender and messaging_service_sid"),
+        (SmsConfig(backend="vonage", vonage=VonageConfig(api_key="k", sender="K")),
+         "[sms.vonage] api_secret is empty; the vonage backend needs it"),
+        (SmsConfig(backend="infobip", infobip=InfobipConfig(api_key="k", sender="K",
+                                                            base_url="api.infobip.com")),
+         "[sms.infobip] base_url must start with http:// or https://, got 'api.infobip.com'"),
+        (SmsConfig(backend="android"),
+         "[sms.android] base_url is empty; the android backend needs it"),
+        (SmsConfig(backend="http", http=HttpSmsConfig(url="http://h/x", body="{nope}")),
+         "[sms.http] body: unknown placeholder {nope}"),
+        (SmsConfig(backend="smpp"), "[sms.smpp] smpp system_id '' must be 1 to 15 characters"),
+    ],
+)  # fmt: skip
+def test_make_backend_names_the_key_and_what_is_wrong(
+    tmp_path: Path, sms: SmsConfig, message: str
+) -> None:
+    with pytest.raises(BackendConfigError) as info:
+        make_backend(sms, tmp_path, {})
+    assert str(info.value).startswith(message)
+
+
 # Fuzz: one event loop and one server for all the examples ---------------------------------
 
 
 class Webhooks:
-    """The three webhook routes served on 127.0.0.1 from a private event loop."""
+    """The webhook routes served on 127.0.0.1 from a private event loop."""
 
     def __init__(self) -> None:
         self.receipts: list[Receipt] = []
+        self.inbound: list[Inbound] = []
         self.runner = asyncio.Runner()
         self._serving = serve(
             {
                 "/twilio": twilio_status_route(TWILIO_TOKEN, CALLBACK, self.receipts.append),
+                "/twilio-in": twilio_inbound_route(TWILIO_TOKEN, INBOUND, self.inbound.append),
                 "/vonage": vonage_receipt_route(self.receipts.append),
                 "/infobip": infobip_report_route(self.receipts.append),
+                "/android": android_webhook_route(
+                    ANDROID_WEBHOOK_KEY, self.receipts.append, self.inbound.append
+                ),
             }
         )
         self.url = self.runner.run(self._serving.__aenter__())
@@ -433,6 +625,7 @@ class Webhooks:
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list[Receipt]]:
         self.receipts.clear()
+        self.inbound.clear()
         return self.runner.run(self._post(path, body, headers)), list(self.receipts)
 
     async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
@@ -531,3 +724,55 @@ def test_fuzz_vonage_route(
 def test_fuzz_infobip_route(webhooks: Webhooks, body: str) -> None:
     status, receipts = webhooks.post("/infobip", body.encode(), {"Content-Type": JSON})
     check(status, receipts)
+
+
+ANDROID_BASE = android_event("sms:received", {"message": "STOP", "phoneNumber": NUMBER}).decode()
+ANDROID_EVENTS = ["sms:received", "sms:sent", "sms:delivered", "sms:failed", "system:ping", "x"]
+ANDROID_FIELDS = ["message", "phoneNumber", "messageId", "reason", "simNumber"]
+
+
+def android_headers(body: bytes, sign: bool) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    headers = {"Content-Type": JSON, "X-Timestamp": stamp}
+    if sign:
+        headers["X-Signature"] = sign_android(ANDROID_WEBHOOK_KEY, body, stamp)
+    return headers
+
+
+@FUZZ
+@given(
+    body=json_values.map(json.dumps)
+    | mutated(ANDROID_BASE, '{}[]":,')
+    | st.builds(
+        lambda event, payload: json.dumps({"event": event, "payload": payload}),
+        st.sampled_from(ANDROID_EVENTS) | st.text(max_size=12),
+        st.dictionaries(st.sampled_from(ANDROID_FIELDS) | st.text(max_size=6), json_values),
+    ),
+    sign=st.booleans(),
+)
+def test_fuzz_android_route(webhooks: Webhooks, body: str, sign: bool) -> None:
+    raw = body.encode("utf-8", "surrogatepass")
+    status, receipts = webhooks.post("/android", raw, android_headers(raw, sign))
+    check(status, receipts)
+    if not sign:
+        assert status == 403
+    if status >= 400:
+        assert webhooks.inbound == []
+    for message in webhooks.inbound:
+        assert status == 204 and isinstance(message.text, str) and message.sender
+        assert json.loads(raw)["event"] == "sms:received"
+
+
+@FUZZ
+@given(form=fields, extra=st.dictionaries(st.sampled_from(["From", "Body"]), st.text(max_size=20)))
+def test_fuzz_twilio_inbound_route(
+    webhooks: Webhooks, form: dict[str, str], extra: dict[str, str]
+) -> None:
+    form = {**form, **extra}
+    body = urllib.parse.urlencode(form).encode()
+    headers = {"Content-Type": FORM, "X-Twilio-Signature": sign_twilio(TWILIO_TOKEN, INBOUND, form)}
+    status, _ = webhooks.post("/twilio-in", body, headers)
+    assert status < 500
+    if webhooks.inbound:
+        assert status == 200
+        assert webhooks.inbound == [Inbound(form["From"], form["Body"])]

@@ -300,6 +300,16 @@ def _build(cls: type[Any], table: dict[str, Any], path: Path, prefix: str) -> An
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{path}: unknown key {_show(name)}; expected one of: {known}")
         values[key] = _convert(hints[key], value, path, name)
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+        raise ConfigError(f"{path}: {where} needs {', '.join(missing)}")
     return cls(**values)
 
 

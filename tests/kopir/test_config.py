@@ -49,6 +49,7 @@ def test_defaults_when_empty(tmp_path: Path) -> None:
         ("[data]\ndir = true\n", "[data] dir must be a path, got True"),
         ("signing = 1\n", "signing must be a table"),
         ("[log\n", "not valid TOML"),
+        ("[[relay.secrets]]\nname = 'a'\n", "needs secret"),
     ],
 )
 def test_mistakes_name_file_key_and_expectation(tmp_path: Path, text: str, message: str) -> None:

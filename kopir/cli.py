@@ -15,7 +15,7 @@ from pathlib import Path
 import relay
 import signing
 import smsgw
-from kopir import listcmd, logcmd, relaycmd, signcmd, smscmd, trustcmd
+from kopir import listcmd, logcmd, qrcmd, relaycmd, signcmd, smscmd, trustcmd
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
 from proxylist.errors import ProxylistError
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     relaycmd.add_parsers(sub, common)
     smscmd.add_parsers(sub, common)
     listcmd.add_parsers(sub, common)
+    qrcmd.add_parsers(sub, common)
     return parser
 
 

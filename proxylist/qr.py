@@ -38,7 +38,8 @@ exactly) as bit operations on one integer holding every row and column. The test
 matrix against ``qrcode``'s own for the same text and level.
 
 PNG is written directly, with no imaging library: 1-bit greyscale, each module row's first
-pixel row unfiltered and its repeats filtered "Up" (all zeros), one zlib stream. Everything here is sans-IO: text in, bytes or text out.
+pixel row unfiltered and its repeats filtered "Up" (all zeros), one zlib stream. Everything
+here is sans-IO: text in, bytes or text out.
 """
 
 from __future__ import annotations

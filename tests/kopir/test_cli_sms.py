@@ -76,3 +76,53 @@ def test_sms_send_through_net_smpp_smsc_exits_0_once_accepted(tmp_path: Path) ->
         assert sent.returncode == 0, sent.stderr
         assert json.loads(sent.stdout)["parts"] == 2
     assert smsc.received().count("submit_sm") == 2
+
+
+def test_sms_send_through_http_providers_on_loopback(tmp_path: Path) -> None:
+    from tests.smsgw.fakeproviders import (
+        GENERIC_TOKEN,
+        TWILIO_SID,
+        TWILIO_TOKEN,
+        providers_in_thread,
+    )
+
+    cfg = tmp_path / "config.toml"
+    send = ("sms", "send", "--to", "+77012345678", "--text", "Сәлем", "-c", cfg)
+    with providers_in_thread() as fake:
+        cfg.write_text(
+            f'[sms]\nbackend = "twilio"\n[sms.twilio]\naccount_sid = "{TWILIO_SID}"\n'
+            f'auth_token = "env:TWILIO_TOKEN"\nsender = "Kopir"\nbase_url = "{fake.url}"\n'
+        )
+        missing = kopir(*send)
+        assert missing.returncode == 2
+        assert (
+            missing.stderr
+            == f"kopir: {cfg}: [sms.twilio] auth_token names $TWILIO_TOKEN, which is not set\n"
+        )
+        sent = kopir(*send, "--json", env={"TWILIO_TOKEN": TWILIO_TOKEN})
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["states"] == ["accepted"]
+        assert fake.requests[-1].form == {"To": "+77012345678", "From": "Kopir", "Body": "Сәлем"}
+        wrong = kopir(*send, env={"TWILIO_TOKEN": "wrong"})
+        assert wrong.returncode == 1
+        # the last line is the reason; log lines above it name the recipient by ref only
+        assert wrong.stderr.splitlines()[-1] == "kopir: not sent: failed (twilio: bad credentials)"
+        assert "7012345678" not in wrong.stderr
+        fake.respond("throttled")
+        later = kopir(*send, "--campaign", "c2", env={"TWILIO_TOKEN": TWILIO_TOKEN})
+        assert later.returncode == 1
+        assert later.stderr.splitlines()[-1] == "kopir: not sent: queued (twilio: throttled)"
+
+        cfg.write_text(
+            f'[sms]\nbackend = "http"\n[sms.http]\nurl = "{fake.url}/generic/send?to={{to}}"\n'
+            'headers = { Authorization = "env:SMS_AUTH" }\nbody = \'{"text": {text}}\'\n'
+            'id_path = "data.messages.0.id"\n'
+        )
+        generic = kopir(*send, env={"SMS_AUTH": f"Bearer {GENERIC_TOKEN}"})
+        assert generic.returncode == 0, generic.stderr
+        assert "via http" in generic.stdout
+        last = fake.requests[-1]
+        assert (last.query, last.json) == ({"to": "+77012345678"}, {"text": "Сәлем"})
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            assert b"7012345678" not in path.read_bytes(), path

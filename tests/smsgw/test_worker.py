@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -86,3 +87,23 @@ async def test_crash_between_claim_and_result_resends_only_the_window(tmp_path: 
 def test_decode_matches_outbox_text() -> None:
     message = link_message(LINK)
     assert "".join(decode(p) for p in message.parts) == "Telegram proxy: " + LINK
+
+
+@pytest.mark.asyncio
+async def test_run_sends_what_is_due_and_returns_once_told_to_stop(tmp_path: Path) -> None:
+    key = create_key_file(tmp_path / "k.key")
+    queue = Queue(tmp_path / "queue.db")
+    for number in NUMBERS[:3]:
+        enqueue(queue, key, number, "c", link_message(LINK), 1.0)
+    worker = Worker(queue, key, OutboxBackend(tmp_path / "outbox"), window=2)
+    await worker.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop, idle=3600.0))  # only stop can end its wait
+    async with asyncio.timeout(10):
+        while queue.counts()[State.DELIVERED] < 6:
+            await asyncio.sleep(0.01)
+        stop.set()
+        report = await running
+    await worker.stop()
+    assert (report.accepted, report.retried, report.failed) == (6, 0, 0)
+    queue.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import relay
 import signing
 import smsgw
-from kopir import listcmd, logcmd, qrcmd, relaycmd, signcmd, smscmd, trustcmd
+from kopir import distcmd, listcmd, logcmd, qrcmd, relaycmd, signcmd, smscmd, trustcmd
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
 from proxylist.errors import ProxylistError
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     logcmd.add_parsers(sub, common)
     relaycmd.add_parsers(sub, common)
     smscmd.add_parsers(sub, common)
-    listcmd.add_parsers(sub, common)
+    distcmd.add_actions(listcmd.add_parsers(sub, common), common)
     qrcmd.add_parsers(sub, common)
     return parser
 

@@ -257,6 +257,19 @@ class PublisherConfig:
 
 
 @dataclass(frozen=True)
+class DistributionConfig:
+    k: int = 2
+    """Relays per recipient."""
+    epoch: Duration = Duration(7 * 24 * 3600)
+    interval: Duration = Duration(24 * 3600)
+    """At most one new set per recipient per interval."""
+    secret: Path = Path("keys/distribution.key")
+    record: Path = Path("distribution.db")
+    new_pool_tag: str = "new"
+    """Relays tagged so serve the ``new`` pool; the others the ``established`` one."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
@@ -266,6 +279,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     @property
     def data_dir(self) -> Path:

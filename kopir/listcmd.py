@@ -324,7 +324,8 @@ def _configured_list(args: argparse.Namespace) -> Path:
 # -- parsers --------------------------------------------------------------------------------
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: Any) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: Any) -> Any:
+    """Register ``kopir list ...``; return its sub-parsers so other modules can add actions."""
     lists = sub.add_parser("list", help="probe relays, build and show list versions")
     actions = lists.add_subparsers(dest="action", required=True)
     probe = actions.add_parser(
@@ -350,3 +351,4 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     show.add_argument("file", nargs="?", help="list.json (default: the configured current list)")
     show.add_argument("-c", "--config", default="config.toml", help="config file ([publisher])")
     show.set_defaults(func=list_show)
+    return actions

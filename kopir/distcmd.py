@@ -44,7 +44,7 @@ def pools_of(config: Config, relays: list[Relay]) -> dict[str, list[str]]:
     }
 
 
-def open_distributor(config: Config, relays: list[Relay]) -> Distributor:
+def open_distributor(config: Config, relays: list[Relay], k: int | None = None) -> Distributor:
     """The ring's record, with the secret made on first use (0600, never replaced)."""
     dist = config.distribution
     secret_path = config.in_data(dist.secret)
@@ -55,7 +55,7 @@ def open_distributor(config: Config, relays: list[Relay]) -> Distributor:
         config.in_data(dist.record),
         load_secret(secret_path),
         pools_of(config, relays),
-        k=dist.k,
+        k=k or dist.k,
         epoch_seconds=dist.epoch,
         interval=dist.interval,
     )

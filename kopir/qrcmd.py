@@ -3,9 +3,12 @@
 ``qr`` encodes one link exactly as given (so what a scanner reads can be compared character by
 character with what was signed). The link must be a well-formed proxy link; an unsigned link
 is encoded with a warning, a signed one is checked against ``--trust`` when given. ``poster``
-takes signed links from a file (each must verify against the trust root) or signs the config's
-relay links now, and writes an A4 HTML page (and a PDF through Chromium). The work is done in
-``proxylist.qr`` and ``proxylist.poster``.
+takes signed links from a file (each must verify against the trust root) or signs links now, and
+writes an A4 HTML page (and a PDF through Chromium). Signed now, the links are the batch's own:
+once a list is built, the relays the distribution ring gives the recipient ``poster:<batch>``
+(so each batch of posters exposes its own few relays, and ``kopir list exposed`` can tell which
+batch leaked a burned one); before that, this machine's ``[relay]``. The work is done in
+``proxylist.qr``, ``proxylist.poster`` and ``proxylist.distribute``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from typing import Any
 
 import signing
 from kopir.config import Config, load_config
+from kopir.distcmd import healthy_relays, open_distributor
 from kopir.output import EXIT_USAGE, CommandFailed, emit, warn
 from kopir.relaycmd import relay_settings, secret_links
-from proxylist import poster, qr
+from proxylist import ListStore, poster, qr
 from proxylist.errors import QrError
+from signing import Link
 from signing.fileio import read_bytes, read_text, write_atomic
 from signing.minisign import key_id_hex
 
@@ -105,14 +110,29 @@ def _config_links(config: Config, host: str | None) -> list[str]:
     return [entry["tg"] for entry in secret_links(settings, host, port)]
 
 
-def _entries(args: argparse.Namespace) -> list[poster.PosterEntry]:
+def _batch_links(config: Config, batch: str, count: int, pool: str) -> list[str]:
+    """The relays the ring gives ``poster:<batch>`` (``count`` of them), recorded by cohort."""
+    relays = healthy_relays(config)
+    with open_distributor(config, relays, k=count) as record:
+        given = record.assign(f"poster:{batch}", pool, time.time())
+    chosen = {r.name: r for r in relays}
+    return [
+        Link("proxy", chosen[n].server, chosen[n].port, chosen[n].secret_hex).url("tg")
+        for n in given.relays
+    ]
+
+
+def _entries(args: argparse.Namespace, batch: str) -> list[poster.PosterEntry]:
     now = time.time()
     if args.links:
         links = _links_file(Path(args.links))[: args.count]
         trust = signing.parse_trust_root(read_bytes(_trust_path(args), "trust root"))
         return poster.verified_entries(links, trust, now, args.scheme)
     config = load_config(Path(args.config))
-    links = _config_links(config, args.host)[: args.count]
+    if ListStore(config.in_data(config.publisher.dir)).path.exists() and not args.host:
+        links = _batch_links(config, batch, args.count, args.pool)
+    else:
+        links = _config_links(config, args.host)[: args.count]
     key = signing.load_secret_key(
         Path(args.key) if args.key else config.in_data(config.signing.key)
     )
@@ -131,7 +151,7 @@ def poster_command(args: argparse.Namespace) -> int:
         raise CommandFailed(f"--count must be 1-{MAX_POSTER_LINKS}", code=EXIT_USAGE)
     batch = args.batch or time.strftime("%Y-%m-%d", time.gmtime())
     try:
-        entries = _entries(args)
+        entries = _entries(args, batch)
         page = poster.render_html(entries, batch, args.level)
         _write(Path(args.out), page.encode("utf-8"))
         if args.pdf:
@@ -169,7 +189,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     post.add_argument("--links", metavar="FILE", help="signed links, one per line (else: sign now)")
     post.add_argument("--trust", help="trust root for --links (default: [signing] trust)")
     post.add_argument("--key", help="signing key (default: [signing] key)")
-    post.add_argument("--host", help="public host of the relay (default: [publisher] local_relay)")
+    post.add_argument(
+        "--pool", choices=("established", "new"), default="established",
+        help="distribution pool the batch's relays come from (default established)",
+    )  # fmt: skip
+    post.add_argument(
+        "--host", help="sign this machine's [relay] under this public name, not the list's"
+    )
     post.add_argument(
         "--scheme", choices=("tg", "tme"), default="tg", help="link form (default tg)"
     )

@@ -57,12 +57,23 @@ async def test_assign_gives_signed_links_and_exposed_names_cohorts(tmp_path: Pat
     raw = b"".join(p.read_bytes() for p in record.parent.glob("distribution.db*"))
     assert b"7012345678" not in raw and b"tg:42" not in raw
 
+    # A poster batch is one more recipient: its links are the ring's relays for poster:<batch>.
+    poster = kopir("poster", "-c", config, "--out", tmp_path / "p.html", "--batch", "b1",
+                   "--count", "3", *key, "--json")  # fmt: skip
+    assert poster.returncode == 0, poster.stderr
+    printed = json.loads(poster.stdout)["links"]
+    assert len(printed) == 3 and len(set(printed)) == 3  # all three healthy relays
+    for link in printed:
+        assert signing.verify_link(link, trust, time.time()).port == port
+    given.append({"cohort": "poster", "relays": sorted(healthy)})
+
     for name in sorted(healthy):
         shown = kopir("list", "exposed", name, "-c", config, "--json")
         assert shown.returncode == 0, shown.stderr
         report = json.loads(shown.stdout)
         cohorts = {c["cohort"] for c in report["cohorts"]}
-        assert cohorts == {g["cohort"] for g in given if name in g["relays"]}
+        people = {g["cohort"] for g in given[:-1] if name in g["relays"]}
+        assert people < cohorts and len(cohorts - people) == 1  # plus the poster batch
     assert kopir("list", "exposed", "gone", "-c", config, "--json").returncode == 0
 
 

@@ -21,7 +21,16 @@ from proxylist.errors import (
     QrError,
 )
 from proxylist.handout import LinkBook
-from proxylist.model import STAGES, Mode, PortResult, ProbeResult, Relay, Stage, StageResult
+from proxylist.model import (
+    STAGES,
+    Mode,
+    PortResult,
+    ProbeResult,
+    Relay,
+    Stage,
+    StageResult,
+    relay_from_link,
+)
 from proxylist.probe import ProbeClient
 from proxylist.prober import probe_port, probe_relay, probe_relays
 
@@ -58,4 +67,5 @@ __all__ = [
     "probe_relay",
     "probe_relays",
     "publish",
+    "relay_from_link",
 ]

@@ -19,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from signing import Link, parse_link
+from signing.errors import VerificationError
+
 Mode = Literal["ee", "dd", "classic"]
 Stage = Literal["connect", "tls-hmac", "dc"]
 STAGES: tuple[Stage, ...] = ("connect", "tls-hmac", "dc")
@@ -62,6 +65,29 @@ class Relay:
         """The link secret in canonical lower-case hex (prefix, key, then the domain's bytes)."""
         tail = self.domain.encode("ascii").hex() if self.domain else ""
         return _PREFIX[self.mode] + self.key.hex() + tail
+
+
+def relay_from_link(text: str, name: str = "") -> Relay:
+    """The relay a proxy link (any form ``signing.parse_link`` reads) points at.
+
+    Raises ``ValueError`` with the reason for a link that is malformed, a ``socks`` link, or
+    an ``ee`` secret whose domain is not ASCII. ``name`` defaults to ``server:port``.
+    """
+    try:
+        link: Link = parse_link(text)
+    except VerificationError as exc:
+        raise ValueError(f"not a proxy link: {exc}") from None
+    if link.type != "proxy":
+        raise ValueError("a socks link is not an MTProto relay")
+    raw = bytes.fromhex(link.secret)
+    mode: Mode = "classic"
+    domain = None
+    if len(raw) > 16 and raw[0] == 0xDD:
+        mode = "dd"
+    elif len(raw) > 16 and raw[0] == 0xEE:
+        mode, domain = "ee", raw[17:].decode("ascii", errors="strict")
+    key = raw[1:17] if mode != "classic" else raw
+    return Relay(name or f"{link.server}:{link.port}", link.server, link.port, key, mode, domain)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ their contents lives here, as plain functions of bytes, strings and ``now``:
   that is not a receipt.
 - ``decode_short_message`` and ``e164_sender``: an inbound SMS's text and sender.
 - ``TokenBucket``: the throughput limit, with time passed in.
+- ``SubmitSm.encode``: the one PDU we send by the thousand, written by us (smpplib's generic
+  encoder walks every optional parameter of every PDU and cost ~50 µs a submit, a quarter of
+  the whole path); the bytes are the same as smpplib's, which the tests check.
 
 Parsers never raise on what an SMSC sends: garbage gives ``None`` or U+FFFD, never an exception.
 """
@@ -21,6 +24,8 @@ Parsers never raise on what an SMSC sends: garbage gives ``None`` or U+FFFD, nev
 from __future__ import annotations
 
 import re
+import struct
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import smpplib.consts  # type: ignore[import-untyped]
@@ -40,6 +45,7 @@ __all__ = [
     "ROK",
     "RTHROTTLED",
     "ReceiptText",
+    "SubmitSm",
     "TokenBucket",
     "decode_short_message",
     "e164_sender",
@@ -209,3 +215,51 @@ class TokenBucket:
     def _refill(self, now: float) -> None:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
+
+
+SUBMIT_SM = 0x00000004
+_HEADER = struct.Struct(">IIII")
+_MAX_ADDRESS = 20
+"""Characters of source_addr and destination_addr (21 octets with the NUL, SMPP 3.4 §4.4.1)."""
+
+
+@dataclass(frozen=True)
+class SubmitSm:
+    """The submit_sm fields we set (SMPP 3.4 §4.4.1); the others go out empty or zero."""
+
+    destination_addr: str = field(repr=False)
+    """Digits only: the phone number, never logged."""
+    short_message: bytes
+    """UDH (if any) and body, 1 to 254 octets."""
+    esm_class: int = 0
+    data_coding: int = 0
+    source_addr: str = ""
+    source_addr_ton: int = 0
+    source_addr_npi: int = 0
+    dest_addr_ton: int = 1
+    dest_addr_npi: int = 1
+    registered_delivery: int = 1
+
+    def __post_init__(self) -> None:
+        # Raised for our own bugs only: the backend checks numbers and lengths first.
+        if not (self.destination_addr.isascii() and len(self.destination_addr) <= _MAX_ADDRESS):
+            raise ValueError("submit_sm destination_addr must be at most 20 ASCII characters")
+        if not (self.source_addr.isascii() and len(self.source_addr) <= _MAX_ADDRESS):
+            raise ValueError("submit_sm source_addr must be at most 20 ASCII characters")
+        if not 0 < len(self.short_message) <= 254:
+            raise ValueError("submit_sm short_message must be 1 to 254 octets")
+
+    def encode(self, sequence: int) -> bytes:
+        """The whole PDU, header included, with ``sequence`` as its sequence_number."""
+        body = b"".join((
+            b"\0",  # service_type: the SMSC's default
+            bytes((self.source_addr_ton, self.source_addr_npi)),
+            self.source_addr.encode("ascii"), b"\0",
+            bytes((self.dest_addr_ton, self.dest_addr_npi)),
+            self.destination_addr.encode("ascii"), b"\0",
+            bytes((self.esm_class, 0, 0)),  # protocol_id, priority_flag
+            b"\0\0",  # schedule_delivery_time and validity_period: now, the SMSC's default
+            bytes((self.registered_delivery, 0, self.data_coding, 0, len(self.short_message))),
+            self.short_message,
+        ))  # fmt: skip
+        return _HEADER.pack(16 + len(body), SUBMIT_SM, 0, sequence) + body

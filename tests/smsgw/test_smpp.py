@@ -29,6 +29,7 @@ from smsgw.smpp import (
     receipt_from_fields,
     submit_result,
 )
+from smsgw.smppwire import SubmitSm
 from tests.smsgw.smsc import ScriptedSmsc, perl_smsc, receipt_id, submit_id, wait_sync
 from tests.strategies import mutated
 
@@ -356,6 +357,10 @@ async def test_an_unreachable_smsc_is_a_clear_error(smsc: ScriptedSmsc) -> None:
 def test_settings_refuse_what_smpplib_would_truncate() -> None:
     with pytest.raises(SmppError, match="8 characters"):
         settings(1, password="123456789")
+    with pytest.raises(SmppError, match="source_addr"):
+        settings(1, source_addr="A" * 21)
+    with pytest.raises(SmppError, match="one octet"):
+        settings(1, dest_addr_ton=256)
     assert "secret" not in repr(settings(1))
 
 
@@ -423,3 +428,41 @@ def test_token_bucket_is_exact_over_time() -> None:
         bucket.take(now)
         sent += 1
     assert 2000 <= sent <= 2000 + bucket.burst + 1
+
+
+octet = st.integers(0, 255)
+address = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20)
+
+
+@given(
+    st.text("0123456789", min_size=1, max_size=20), st.binary(min_size=1, max_size=254),
+    octet, octet, address, octet, octet, octet, octet, st.integers(1, 0x7FFFFFFF),
+)  # fmt: skip
+def test_submit_sm_is_byte_for_byte_what_smpplib_encodes(
+    to, message, esm, coding, source, ston, snpi, dton, dnpi, sequence
+) -> None:
+    import smpplib.client
+    import smpplib.smpp
+
+    fields = dict(destination_addr=to, short_message=message, esm_class=esm, data_coding=coding,
+                  source_addr=source, source_addr_ton=ston, source_addr_npi=snpi,
+                  dest_addr_ton=dton, dest_addr_npi=dnpi, registered_delivery=1)  # fmt: skip
+    client = smpplib.client.Client("127.0.0.1", 9, allow_unknown_opt_params=True)  # never connected
+    theirs = smpplib.smpp.make_pdu("submit_sm", client=client, **fields)
+    theirs.sequence = sequence
+    ours = SubmitSm(**fields).encode(sequence)  # type: ignore[arg-type]
+    assert ours == theirs.generate()
+    parsed = smpplib.smpp.parse_pdu(ours, client=client)
+    assert (parsed.sequence, parsed.destination_addr, parsed.short_message) == (
+        sequence,
+        to.encode(),
+        message,
+    )
+
+
+def test_submit_sm_refuses_what_is_not_one_sms() -> None:
+    with pytest.raises(ValueError, match="short_message"):
+        SubmitSm("77012345678", b"x" * 255)
+    with pytest.raises(ValueError, match="destination_addr"):
+        SubmitSm("7" * 21, b"x")
+    assert "7701" not in repr(SubmitSm("77012345678", b"x"))

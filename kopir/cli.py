@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,9 @@ def run_main(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log more (-v progress, -vv debug)"
+    )
     parser = argparse.ArgumentParser(
         prog="kopir",
         description="kopir: signed Telegram proxy lists for people whose mobile data is cut.",
@@ -64,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     as_json = getattr(args, "json", False)
+    _logging(getattr(args, "verbose", 0))
     try:
         code: int = args.func(args)
         return code
@@ -75,6 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(as_json, str(exc), 1, {})
     except KeyboardInterrupt:
         return _fail(as_json, "interrupted", 130, {})
+
+
+def _logging(verbose: int) -> None:
+    """Warnings and worse by default, to stderr, each one line starting ``kopir:``."""
+    level = (logging.WARNING, logging.INFO)[verbose] if verbose < 2 else logging.DEBUG
+    logging.basicConfig(level=level, format="kopir: %(levelname)s: %(name)s: %(message)s")
 
 
 def _fail(as_json: bool, message: str, code: int, data: dict[str, object]) -> int:

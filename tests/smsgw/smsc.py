@@ -9,8 +9,10 @@
 - ``ScriptedSmsc``: asyncio, raw SMPP 3.4 PDUs with our own minimal codec, on 127.0.0.1:0.
   It throttles chosen submits, sends receipts whose ids are spelled differently from the
   submit_sm_resp ids (``1a2b01`` there, ``00000001A2B01`` in the receipt), sends inbound
-  messages and unbinds on request, drops the connection on a chosen submit, and records every
-  PDU it got and the most submits it ever had unanswered.
+  messages and unbinds on request, drops the connection on a chosen submit, calls a hook on each
+  submit (the crash test kills the worker from there), and records every PDU it got and the
+  most submits it ever had unanswered. ``threaded_smsc`` runs one on its own event loop in a
+  thread, for tests that block on a child process.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,6 +225,8 @@ class Script:
     receipts: bool = False
     """Send a DELIVRD receipt after each accepted submit: odd ones in the text, even in a TLV."""
     response_delay: float = 0.0
+    on_submit: Callable[[Submitted], None] | None = None
+    """Called with each submit as it arrives, before it is answered (or dropped)."""
 
 
 @dataclass(frozen=True)
@@ -347,6 +353,8 @@ class ScriptedSmsc:
         sm = Sm.decode(pdu.body)
         now = asyncio.get_running_loop().time()
         self.submits.append(Submitted(number, connection, now, sm))
+        if self.script.on_submit is not None:
+            self.script.on_submit(self.submits[-1])
         if number == self.script.drop_on:
             writer.transport.abort()
             return False
@@ -395,3 +403,45 @@ class ScriptedSmsc:
             for handle in self._outstanding.values():
                 handle.cancel()
             self._outstanding.clear()
+
+
+Snapshot = Callable[[], list[Submitted]]
+
+
+@contextlib.contextmanager
+def threaded_smsc(script: Script | None = None) -> Iterator[tuple[ScriptedSmsc, Snapshot]]:
+    """A ``ScriptedSmsc`` on its own event loop in a thread, and a way to read its submits.
+
+    The test's thread may then block (on a child process) while the SMSC keeps answering.
+    ``Snapshot()`` copies the submits on the SMSC's own thread. On the way out every connection
+    is closed and every task finished, so nothing is left for the garbage collector to warn of.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="scripted-smsc", daemon=True)
+    thread.start()
+
+    def call(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(30)
+
+    async def start() -> ScriptedSmsc:
+        return await ScriptedSmsc(script).start()
+
+    async def snapshot() -> list[Submitted]:
+        return list(smsc.submits)
+
+    smsc = call(start())
+    try:
+        yield smsc, lambda: call(snapshot())
+    finally:
+        call(_shut_down(smsc))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
+
+
+async def _shut_down(smsc: ScriptedSmsc) -> None:
+    await smsc.close()
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

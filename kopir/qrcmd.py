@@ -101,7 +101,8 @@ def _links_file(path: Path) -> list[str]:
     return links
 
 
-def _config_links(config: Config, host: str | None) -> list[str]:
+def config_links(config: Config, host: str | None) -> list[str]:
+    """Unsigned links to this machine's ``[relay]`` under ``host`` (or ``local_relay``)."""
     settings = relay_settings(config)
     listen_host, port = settings.listen[0]
     host = host or config.publisher.local_relay or listen_host
@@ -110,7 +111,7 @@ def _config_links(config: Config, host: str | None) -> list[str]:
     return [entry["tg"] for entry in secret_links(settings, host, port)]
 
 
-def _batch_links(config: Config, batch: str, count: int, pool: str) -> list[str]:
+def batch_links(config: Config, batch: str, count: int, pool: str) -> list[str]:
     """The relays the ring gives ``poster:<batch>`` (``count`` of them), recorded by cohort."""
     relays = healthy_relays(config)
     with open_distributor(config, relays, k=count) as record:
@@ -122,6 +123,16 @@ def _batch_links(config: Config, batch: str, count: int, pool: str) -> list[str]
     ]
 
 
+def poster_links(
+    config: Config, batch: str, count: int, pool: str, host: str | None = None
+) -> list[str]:
+    """A batch's unsigned links: the ring's once a list is built (unless ``host`` is given),
+    else this machine's ``[relay]``. Raises ``CommandFailed`` when neither can be had."""
+    if ListStore(config.in_data(config.publisher.dir)).path.exists() and not host:
+        return batch_links(config, batch, count, pool)
+    return config_links(config, host)[:count]
+
+
 def _entries(args: argparse.Namespace, batch: str) -> list[poster.PosterEntry]:
     now = time.time()
     if args.links:
@@ -129,10 +140,7 @@ def _entries(args: argparse.Namespace, batch: str) -> list[poster.PosterEntry]:
         trust = signing.parse_trust_root(read_bytes(_trust_path(args), "trust root"))
         return poster.verified_entries(links, trust, now, args.scheme)
     config = load_config(Path(args.config))
-    if ListStore(config.in_data(config.publisher.dir)).path.exists() and not args.host:
-        links = _batch_links(config, batch, args.count, args.pool)
-    else:
-        links = _config_links(config, args.host)[: args.count]
+    links = poster_links(config, batch, args.count, args.pool, args.host)
     key = signing.load_secret_key(
         Path(args.key) if args.key else config.in_data(config.signing.key)
     )

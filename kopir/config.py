@@ -270,6 +270,23 @@ class DistributionConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+    """host:port of the web app; IPv6 as "[::1]:8080". Loopback unless you say otherwise."""
+    token: str = "env:KOPIR_WEB_TOKEN"
+    """The operator's bearer token (16+ characters), or "env:NAME"; empty or unset: no
+    operator routes (/status and /metrics answer 403)."""
+    session: Duration = Duration(12 * 3600)
+    """How long a login through the form lasts."""
+    history: int = 288
+    """Samples of each kind the status page keeps in memory for its charts."""
+    public_url: str = ""
+    """How people reach the site, e.g. "https://kopir.example"; https makes cookies Secure."""
+    poster_batches: list[str] = field(default_factory=list)
+    """Batches anyone may fetch at /poster?batch=NAME; the operator may fetch any batch."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
@@ -280,6 +297,7 @@ class Config:
     subscribers: SubscribersConfig = field(default_factory=SubscribersConfig)
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def data_dir(self) -> Path:

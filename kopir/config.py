@@ -113,6 +113,8 @@ class RelayConfig:
     secrets: list[RelaySecretConfig] = field(default_factory=list)
     dc: dict[str, str] = field(default_factory=dict)
     """Overrides of the built-in DC table: "2" = "127.0.0.1:14443"."""
+    local_test_dc: bool = False
+    """Dial a stand-in DC on loopback instead of Telegram (trying kopir on one machine)."""
     limits: RelayLimitsConfig = field(default_factory=RelayLimitsConfig)
 
 
@@ -218,6 +220,8 @@ class SubscribersConfig:
     """The 32-byte key file (mode 0600) that encrypts numbers; made on first use."""
     default_region: str = "KZ"
     """How numbers without a country code are read."""
+    test_numbers: list[str] = field(default_factory=list)
+    """Subscribers ``kopir run`` adds on start (ru, established), for trying kopir."""
 
 
 @dataclass(frozen=True)

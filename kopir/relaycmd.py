@@ -8,13 +8,14 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kopir.config import Config, ConfigError, load_config
 from kopir.output import CommandFailed, emit
-from relay import Relay, RelaySettings, Secret
-from relay.dc import parse_host_port
+from relay import LocalTestDC, Relay, RelaySettings, Secret
+from relay.dc import DEFAULT_DCS, parse_host_port
 from relay.tuning import tune_allocator
 
 
@@ -93,8 +94,21 @@ def secret_links(settings: RelaySettings, host: str, port: int) -> list[dict[str
     return out
 
 
+async def start_local_dc(
+    config: Config, settings: RelaySettings
+) -> tuple[RelaySettings, LocalTestDC | None]:
+    """With ``[relay] local_test_dc``: the stand-in DC, and settings that dial it for every DC
+    number ``[relay.dc]`` does not override."""
+    if not config.relay.local_test_dc:
+        return settings, None
+    dc = await LocalTestDC().start()
+    local = {number: ("127.0.0.1", dc.port) for number in DEFAULT_DCS}
+    print(f"local test DC on 127.0.0.1:{dc.port} (a stand-in, not Telegram)", flush=True)
+    return replace(settings, dc={**local, **settings.dc}), dc
+
+
 async def _serve(path: Path, config: Config) -> int:
-    settings = relay_settings(config)
+    settings, local_dc = await start_local_dc(config, relay_settings(config))
     relay = Relay(settings)
     await relay.start()
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
@@ -108,6 +122,8 @@ async def _serve(path: Path, config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(relay, path))
     await stop.wait()
     await relay.stop()
+    if local_dc is not None:
+        await local_dc.stop()
     print("relay stopped", flush=True)
     return 0
 

@@ -5,11 +5,13 @@ from relay.dc import DEFAULT_DCS, dc_address, parse_host_port
 from relay.errors import ConfigError, HandshakeError, RelayError
 from relay.obfs2 import Secret
 from relay.server import Relay, RelaySettings, ReplayCache, serve
+from relay.testdc import LocalTestDC
 
 __all__ = [
     "DEFAULT_DCS",
     "ConfigError",
     "HandshakeError",
+    "LocalTestDC",
     "Relay",
     "RelayError",
     "RelaySettings",

@@ -291,6 +291,16 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class DoctorConfig:
+    time_url: str = "https://www.google.com/"
+    """A web server whose HTTP Date header ``kopir doctor`` compares the clock with; "" skips."""
+    timeout: Duration = Duration(3)
+    """How long each network check (clock, mask host, DCs) may take."""
+    max_skew: Duration = Duration(30)
+    """A larger clock difference is a warning (a failure past the relay's fake-TLS window)."""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
     data: DataConfig = field(default_factory=DataConfig)
@@ -302,6 +312,7 @@ class Config:
     publisher: PublisherConfig = field(default_factory=PublisherConfig)
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    doctor: DoctorConfig = field(default_factory=DoctorConfig)
 
     @property
     def data_dir(self) -> Path:

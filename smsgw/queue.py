@@ -40,6 +40,12 @@ open the same file at the same time (the CLI reads counts while the worker runs)
 readers run beside the writer, every write starts with ``BEGIN IMMEDIATE`` so writers queue on
 the lock instead of failing to upgrade, and ``busy_timeout`` says how long they wait.
 
+Early receipts. A provider may report the delivery before the worker has recorded that it
+accepted the message: an SMSC sends the receipt right after ``submit_sm_resp``, while the worker
+still waits for the rest of its window, and a webhook can beat the API's answer. A receipt that
+no ``accepted`` message waits for is kept (``early_receipt``, for ``EARLY_RECEIPT_TTL``), and
+``accepted`` settles its message at once if that receipt came after the message was claimed.
+
 Provider ids. SMSCs spell one id differently in ``submit_sm_resp`` and in the delivery receipt
 (case, leading zeros), so ``normalize_provider_id`` (in ``smsgw.queuemodel``, with the states
 and row types) is applied before storing and before matching.
@@ -76,6 +82,7 @@ from smsgw.queuemodel import (
 from smsgw.sqlite import immediate
 
 __all__ = [
+    "EARLY_RECEIPT_TTL",
     "SCHEMA_VERSION",
     "TRANSITIONS",
     "Attempt",
@@ -90,9 +97,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: messages and attempts; 2: adds ``early_receipt`` (opening a version 1 file adds it)."""
 APPLICATION_ID = 0x6B6F7071
 """``PRAGMA application_id`` of a queue file ("kopq"): no other database is taken for one."""
+EARLY_RECEIPT_TTL = 3600.0
+"""Seconds a receipt that no message waits for is kept, in case its message is accepted later."""
 MIN_SQLITE = (3, 37, 0)
 """STRICT tables (3.37), RETURNING (3.35) and UPDATE ... FROM (3.33)."""
 
@@ -125,6 +135,12 @@ CREATE TABLE IF NOT EXISTS attempt (
     started REAL NOT NULL, ended REAL, outcome TEXT, error TEXT,
     PRIMARY KEY (message_id, number)
 ) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS early_receipt (
+    provider_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('delivered', 'failed', 'expired')),
+    error TEXT, received REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS early_receipt_age ON early_receipt (received);
 """
 
 _INSERT = """
@@ -133,6 +149,20 @@ INSERT INTO message (campaign, recipient_ref, recipient_ct, part, parts, body, u
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)
 ON CONFLICT (campaign, recipient_ref, part) DO NOTHING
 """
+
+_KEEP_EARLY = """
+INSERT INTO early_receipt (provider_id, state, error, received) VALUES (?, ?, ?, ?)
+ON CONFLICT (provider_id) DO UPDATE
+    SET state = excluded.state, error = excluded.error, received = excluded.received
+"""
+
+_TAKE_EARLY = """
+DELETE FROM early_receipt WHERE provider_id = :pid AND received >= (
+    SELECT attempt.started FROM attempt JOIN message ON attempt.message_id = message.id
+    WHERE message.id = :id AND attempt.number = message.attempts)
+RETURNING state, error
+"""
+"""A kept receipt for this id that came after the message was claimed: it is this message's."""
 
 _CLAIM = """
 UPDATE message SET state = 'sending', attempts = attempts + 1, updated = :now
@@ -227,6 +257,9 @@ class Queue:
             raise QueueError(f"message {message_id}: the provider id is empty")
         with self._write() as db:
             self._move(db, message_id, State.ACCEPTED, now, provider_id=normal)
+            early = db.execute(_TAKE_EARLY, {"pid": normal, "id": message_id}).fetchone()
+            if early is not None:  # its receipt came first: settle it now
+                self._move(db, message_id, State(early["state"]), now, early["error"])
 
     def retry(self, message_id: int, error: str, now: float, delay: float) -> None:
         """A retryable failure: back to ``queued``, not to be claimed before ``now + delay``."""
@@ -395,7 +428,13 @@ class Queue:
                 (normal,),
             ).fetchone()
             if row is None or row["state"] == to.value:
-                return False  # unknown, or a resent receipt for a settled message: no change
+                # Unknown, or a resent receipt for a settled message: no change now. Kept in
+                # case a message still in flight is accepted under this id (module docstring).
+                db.execute("DELETE FROM early_receipt WHERE received < ?",
+                           (now - EARLY_RECEIPT_TTL,))  # fmt: skip
+                if normal:
+                    db.execute(_KEEP_EARLY, (normal, to.value, error, now))
+                return False
             self._move(db, row["id"], to, now, error)
         return True
 

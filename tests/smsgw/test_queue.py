@@ -24,6 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from smsgw.errors import QueueError
 from smsgw.queue import (
+    EARLY_RECEIPT_TTL,
+    SCHEMA_VERSION,
     TRANSITIONS,
     Attempt,
     Message,
@@ -435,6 +437,41 @@ def test_a_reused_provider_id_settles_the_message_still_waiting(queue: Queue) ->
     assert queue.get(new_id).state is State.DELIVERED
 
 
+def test_a_receipt_that_beats_the_acceptance_settles_the_message_once_accepted(
+    queue: Queue,
+) -> None:
+    delivered, failed = drive(queue, State.SENDING), drive(queue, State.SENDING)
+    # An SMSC answers submit_sm and sends the receipt at once; the worker records later.
+    assert queue.delivered_by_provider_id("00A1", NOW + 1) is False
+    assert queue.failed_by_provider_id("b2", "stat:UNDELIV err:0B", NOW + 1) is False
+    queue.accepted(delivered, "a1", NOW + 2)
+    queue.accepted(failed, "0B2", NOW + 2)
+    assert queue.get(delivered).state is State.DELIVERED
+    late = queue.get(failed)
+    assert (late.state, late.last_error, late.provider_id) == (
+        State.FAILED, "stat:UNDELIV err:0B", "b2"
+    )  # fmt: skip
+    assert [a.outcome for a in queue.attempts(delivered)] == [Outcome.ACCEPTED]
+    again = drive(queue, State.SENDING)  # the provider reuses the id: the receipt was used up
+    queue.accepted(again, "a1", NOW + 3)
+    assert queue.get(again).state is State.ACCEPTED
+
+
+def test_a_kept_receipt_older_than_the_claim_is_not_this_messages(queue: Queue) -> None:
+    assert queue.delivered_by_provider_id("77", NOW - 1) is False
+    mid = drive(queue, State.SENDING)  # claimed at NOW, after that receipt came
+    queue.accepted(mid, "77", NOW + 1)
+    assert queue.get(mid).state is State.ACCEPTED
+
+
+def test_kept_receipts_are_forgotten_after_their_time(queue: Queue) -> None:
+    mid = drive(queue, State.SENDING)
+    assert queue.delivered_by_provider_id("5", NOW + 1) is False
+    assert queue.delivered_by_provider_id("6", NOW + 2 + EARLY_RECEIPT_TTL) is False
+    queue.accepted(mid, "5", NOW + 3 + EARLY_RECEIPT_TTL)
+    assert queue.get(mid).state is State.ACCEPTED
+
+
 # --- history and reports -------------------------------------------------------------------------
 
 
@@ -557,6 +594,23 @@ def test_opening_another_programs_database_is_refused(tmp_path: Path) -> None:
     raw.close()
     with pytest.raises(QueueError, match="not a kopir SMS queue"):
         Queue(path)
+
+
+def test_a_version_1_file_gains_the_early_receipt_table(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    with Queue(path) as q:
+        mid = drive(q, State.SENDING)
+    with sqlite3.connect(path) as raw:
+        raw.execute("DROP TABLE early_receipt")
+        raw.execute("PRAGMA user_version = 1")
+    raw.close()
+    with Queue(path) as q:
+        assert q.delivered_by_provider_id("9", NOW + 1) is False
+        q.accepted(mid, "9", NOW + 2)
+        assert q.get(mid).state is State.DELIVERED
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    raw.close()
 
 
 def test_opening_a_newer_schema_is_refused(tmp_path: Path) -> None:

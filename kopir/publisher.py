@@ -90,6 +90,7 @@ class Publisher:
         else:
             report = RoundReport(results, done)
             report = await asyncio.to_thread(self._distribute_if_due, report, now)
+        _say_round(report)
         if self.on_round is not None:
             self.on_round(report, now)
         return report
@@ -97,8 +98,7 @@ class Publisher:
     async def loop(self, stop: asyncio.Event, after_round: Callable[[], None]) -> None:
         """Rounds every ``[publisher] probe_interval`` until ``stop`` is set."""
         while not stop.is_set():
-            report = await self.round(time.time())
-            _say_round(report)
+            await self.round(time.time())
             after_round()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.publisher.probe_interval)
@@ -178,7 +178,7 @@ def _say_round(report: RoundReport) -> None:
         return
     build = report.published.build
     what = f"list v{build.document.version}" + (" (new)" if build.changed else " (unchanged)")
-    sent = f"; queued {report.distributed} SMS for {report.recipients} subscribers"
+    sent = f"; queued {report.distributed} SMS parts for {report.recipients} subscribers"
     log.info("%s; %s%s", head, what, sent if report.recipients else "")
 
 

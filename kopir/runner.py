@@ -1,26 +1,54 @@
-"""``kopir run``: the main job.
+"""``kopir run``: the main job, in one asyncio process.
 
-What runs today is the signing half of the publisher: the data directory with the online
-signing key, the trust root and the transparency log, and a loop that signs a fresh log
-checkpoint into ``<data>/public/`` every ``[log] checkpoint_interval``. The relays, the prober
-and list builder, the SMS worker and the web app join this loop as they are built (see the
-issues); each is a task started here.
+What runs, each a task on one event loop:
+
+- the **relay** (``[relay]``), with the local stand-in DC when ``[relay] local_test_dc`` asks
+  for it (``relay.LocalTestDC``; never Telegram);
+- the **publisher** (:mod:`kopir.publisher`): every ``[publisher] probe_interval`` it probes the
+  relays, publishes list version N+1 when the healthy set changed (signed with the online key,
+  appended to the log), and queues each subscriber's own signed links when the version or the
+  distribution epoch changed; after each round the log checkpoint is re-signed into
+  ``<data>/public/``;
+- the **SMS worker** (``smsgw.Worker``) sending the queue through ``[sms] backend``, answering
+  inbound STOP / PROXY / HELP where the backend receives SMS;
+- the **web app** (``[web]``), with the SMS provider webhooks mounted on it.
+
+SIGTERM or SIGINT sets one stop event: the publisher finishes or abandons its round (a round
+is idempotent), the worker finishes the window it is sending (what is left stays queued, and
+``Worker.start`` requeues anything in flight on the next start), the relay stops accepting and
+then closes its connections, and the web app closes. ``--once`` does one publisher round,
+sends what it queued, and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import signing
-from kopir.config import Config
+import smsgw
+from kopir.config import Config, ConfigError, RelaySecretConfig
+from kopir.distcmd import healthy_relays, open_distributor
+from kopir.output import CommandFailed
+from kopir.publisher import Publisher, RoundReport
+from kopir.relaycmd import relay_settings, start_local_dc
+from proxylist import LinkBook
+from proxylist.errors import DistributionError
+from relay import Relay
 from signing.canonical import rfc3339
 from signing.fileio import write_atomic
+from smsgw.compose import LINK_TEMPLATE
+
+log = logging.getLogger("kopir.run")
+RELAY_SECRET_FILE = Path("keys/relay.secret")
 
 
 @dataclass
@@ -46,22 +74,22 @@ def prepare(config: Config) -> Setup:
         say(f"created online signing key {key_path} (mode 0600, not encrypted)")
     key = signing.load_secret_key(key_path)
     log_key = config.in_data(config.log.key) if config.log.key else None
-    log = signing.LogStore.open_or_create(
+    log_store = signing.LogStore.open_or_create(
         config.in_data(config.log.dir), config.log.origin, log_key
     )
     trust_path = config.in_data(config.signing.trust)
     if not trust_path.exists():
-        _initial_trust_root(trust_path, key, log)
+        _initial_trust_root(trust_path, key, log_store)
         say(f"created trust root {trust_path} naming key {key.hex_id}")
     public = data / "public"
     public.mkdir(exist_ok=True)
-    return Setup(key, trust_path, log, public)
+    return Setup(key, trust_path, log_store, public)
 
 
-def _initial_trust_root(path: Path, key: signing.SecretKey, log: signing.LogStore) -> None:
+def _initial_trust_root(path: Path, key: signing.SecretKey, log_store: signing.LogStore) -> None:
     keys = (
         signing.TrustKey("publisher", key.public_key, frozenset({"root", "lists", "links"})),
-        signing.TrustKey("log", log.public_key(), frozenset({"log"})),
+        signing.TrustKey("log", log_store.public_key(), frozenset({"log"})),
     )
     threshold = {"root": 1, "lists": 1, "links": 1, "log": 1}
     root = signing.TrustRoot(1, rfc3339(time.time() + 365 * 86400), keys, threshold)
@@ -82,21 +110,181 @@ def publish_checkpoint(setup: Setup) -> None:
     say(f"log {setup.log.origin}: size {setup.log.size}, checkpoint in {setup.public_dir}")
 
 
+# -- pieces of the setup --------------------------------------------------------------------
+
+
+def with_relay_secret(config: Config) -> Config:
+    """A config with ``[[relay.secrets]]``: when it has none, a secret kept in the data dir
+    (``keys/relay.secret``, 0600, made once), so the example config runs as it is."""
+    if config.relay.secrets:
+        return config
+    path = config.in_data(RELAY_SECRET_FILE)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(path, os.urandom(16).hex().encode(), 0o600)
+        say(f"no [[relay.secrets]] in {config.path}: made one in {path} (mode 0600)")
+    secret = path.read_text().strip()
+    if len(secret) != 32:
+        raise ConfigError(f"{path} must hold the relay's 16-byte key as 32 hex characters")
+    relay_config = replace(config.relay, secrets=[RelaySecretConfig("local", secret)])
+    return replace(config, relay=relay_config)
+
+
+def number_key(config: Config) -> smsgw.NumberKey:
+    path = config.in_data(config.subscribers.key)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return smsgw.create_key_file(path)
+    return smsgw.load_key_file(path)
+
+
+def subscriber_store(config: Config, key: smsgw.NumberKey) -> smsgw.SubscriberStore:
+    path = config.in_data(config.subscribers.db)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return smsgw.SubscriberStore(path, key, default_region=config.subscribers.default_region)
+
+
+def seed_test_subscribers(config: Config, store: smsgw.SubscriberStore) -> None:
+    numbers = config.subscribers.test_numbers
+    for number in numbers:
+        store.add(number, "ru", "established", "kopir run: [subscribers] test_numbers", time.time())
+    if numbers:
+        say(f"test subscribers from [subscribers] test_numbers: {len(numbers)}")
+
+
+def proxy_reply(
+    config: Config, key: signing.SecretKey, store: smsgw.SubscriberStore, keys: smsgw.NumberKey
+) -> Callable[[str, str], str | None]:
+    """The answer to an inbound PROXY: the sender's own first relay, as a signed link. A
+    subscriber draws from their pool; anyone else from ``new`` only, so a stranger (perhaps a
+    censor) never learns an established relay. None (the standard reply) when there is none."""
+
+    def reply(number: str, language: str) -> str | None:
+        try:
+            pool = store.get(keys.ref(number)).pool
+        except smsgw.SubscriberError:
+            pool = "new"
+        now = time.time()
+        try:
+            relays = healthy_relays(config)
+            with open_distributor(config, relays) as record:
+                given = record.assign(number, pool, now)
+        except (DistributionError, CommandFailed) as exc:
+            log.warning("no relay for a PROXY request (pool %s): %s", pool, exc)
+            return None
+        book = LinkBook(key, relays, config.signing.link_expiry, config.signing.link_scheme)
+        return LINK_TEMPLATE.format(link=book.link(given.relays[0], now))
+
+    return reply
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+class Job:
+    """Everything ``kopir run`` starts, and the order it stops them in."""
+
+    def __init__(self, config: Config, setup: Setup) -> None:
+        self.config, self.setup = config, setup
+        self.stop = asyncio.Event()
+        self.stack = contextlib.AsyncExitStack()
+        self.tasks: list[asyncio.Task[object]] = []
+        self.keys = number_key(config)
+
+    async def start(self) -> None:
+        await self._start_relay()
+        await self._start_worker()
+        self.publisher = Publisher(
+            self.config, key=self.setup.key, log_store=self.setup.log,
+            number_key=self.keys, on_round=self._on_round,
+        )  # fmt: skip
+
+    def _on_round(self, report: RoundReport, now: float) -> None:
+        """Hook for the web app's history (set when the web app runs)."""
+
+    async def _start_relay(self) -> None:
+        settings, local_dc = await start_local_dc(self.config, relay_settings(self.config))
+        if local_dc is not None:
+            self.stack.push_async_callback(local_dc.stop)
+        relay = Relay(settings)
+        await relay.start()
+        self.stack.push_async_callback(relay.stop)
+        for host, port in relay.addresses:
+            say(f"relay listening on {host}:{port} ({', '.join(sorted(settings.modes))})")
+
+    async def _start_worker(self) -> None:
+        config = self.config
+        store = subscriber_store(config, self.keys)
+        self.stack.callback(store.close)
+        seed_test_subscribers(config, store)
+        queue = smsgw.Queue(config.in_data(config.sms.queue))
+        self.stack.callback(queue.close)
+        try:
+            self.backend = smsgw.make_backend(config.sms, config.data_dir)
+        except smsgw.BackendConfigError as exc:
+            raise ConfigError(f"{config.path}: {exc}") from None
+        reply = proxy_reply(config, self.setup.key, store, self.keys)
+        commands = smsgw.subscriber_commands(store, self.keys, reply)
+        self.worker = smsgw.Worker(
+            queue, self.keys, self.backend, window=config.sms.window,
+            retry_delay=config.sms.retry_delay, commands=commands,
+            default_region=config.subscribers.default_region,
+        )  # fmt: skip
+        recovered = await self.worker.start()
+        self.stack.push_async_callback(self.worker.stop)
+        say(f"SMS worker: {config.sms.backend} backend" + _recovered(recovered))
+
+    def spawn(self, work: Awaitable[object]) -> None:
+        self.tasks.append(asyncio.ensure_future(work))
+
+    async def once(self) -> RoundReport:
+        report = await self.publisher.round(time.time())
+        publish_checkpoint(self.setup)
+        sent = await self.worker.drain()
+        say(f"SMS: {sent.accepted} parts accepted, {sent.retried} to retry, {sent.failed} failed")
+        return report
+
+    async def serve(self) -> None:
+        self.spawn(self.publisher.loop(self.stop, lambda: publish_checkpoint(self.setup)))
+        self.spawn(self.worker.run(self.stop))
+        await self.stop.wait()
+        say("kopir run: stopping")
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _recovered(count: int) -> str:
+    return f"; {count} messages in flight at the last stop requeued" if count else ""
+
+
+def _daemon_logging() -> None:
+    """The job's own log lines go to stdout like its other progress lines, with the time."""
+    logger = logging.getLogger("kopir")
+    if any(getattr(h, "kopir_run", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.kopir_run = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.propagate = False
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 async def run(config: Config, once: bool = False) -> int:
+    _daemon_logging()
     setup = prepare(config)
+    config = with_relay_secret(config)
     say(f"kopir run: data in {config.data_dir}, signing key {setup.key.hex_id}")
-    stop = asyncio.Event()
+    job = Job(config, setup)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    while True:
-        publish_checkpoint(setup)
+        loop.add_signal_handler(sig, job.stop.set)
+    async with job.stack:
+        await job.start()
         if once:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=config.log.checkpoint_interval)
-        if stop.is_set():
-            break
+            await job.once()
+        else:
+            await job.serve()
     say("kopir run: stopped")
     sys.stdout.flush()
     return 0

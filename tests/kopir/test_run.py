@@ -1,56 +1,101 @@
-"""``kopir run`` with the example config on an empty directory, as the README says."""
+"""``kopir run`` with the example config on an empty directory, as the README says: the relay
+(dialling the built-in local test DC), a probed and signed list v1 in the log, and each test
+subscriber's signed links in the outbox, which ``kopir verify sms`` accepts."""
 
 from __future__ import annotations
 
-import shutil
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import signing
 from signing import note
 from signing.keyfiles import load_public_key
+from smsgw.outbox import read_outbox
 from tests.cli import kopir
+from tests.relay.test_relay_cli import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_run_once_sets_up_data_and_publishes_a_signed_checkpoint(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
-    result = kopir("run", "-c", tmp_path / "config.toml", "--once")
+def example_config(tmp_path: Path) -> Path:
+    """The example config as shipped, moved to free loopback ports (tests run side by side)."""
+    text = (ROOT / "config.example.toml").read_text()
+    for old, new in [
+        ('listen = ["127.0.0.1:8443"]', f'listen = ["127.0.0.1:{free_port()}"]'),
+        ('metrics_listen = "127.0.0.1:9464"', f'metrics_listen = "127.0.0.1:{free_port()}"'),
+        ('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{free_port()}"'),
+    ]:
+        assert text.count(old) <= 1, old
+        text = text.replace(old, new)
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def outbox_texts(data: Path) -> dict[str, str]:
+    """Each recipient's reassembled SMS text, by keyed reference."""
+    texts: dict[str, str] = {}
+    for part in read_outbox(data / "sms/outbox"):
+        texts[str(part["to_ref"])] = texts.get(str(part["to_ref"]), "") + str(part["text"])
+    return texts
+
+
+def test_run_once_brings_up_the_whole_pipeline(tmp_path: Path) -> None:
+    config = example_config(tmp_path)
+    result = kopir("run", "-c", config, "--once")
     assert result.returncode == 0, result.stderr
+    assert "probed 1 relays: 1 healthy; list v1 (new); queued 4 SMS parts" in result.stdout
     data = tmp_path / "data"
-    assert (data / "keys/publisher.key").stat().st_mode & 0o777 == 0o600
-    assert (data / "log/log.key").stat().st_mode & 0o777 == 0o600
+    for key in ("keys/publisher.key", "log/log.key", "keys/relay.secret", "keys/subscribers.key"):
+        assert (data / key).stat().st_mode & 0o777 == 0o600, key
+    trust = kopir("verify", "trust", data / "trust.json", "--trust", data / "trust.json")
+    assert trust.returncode == 0, trust.stderr
+    trusted = ("--trust", data / "trust.json", "--state", tmp_path / "state")
+    listed = kopir("verify", "list", data / "lists/list.json", *trusted)
+    assert listed.returncode == 0, listed.stderr
+    document = signing.parse_list((data / "lists/list.json").read_bytes())
+    assert [p["server"] for p in document.proxies] == ["127.0.0.1"]
+
     checkpoint = (data / "public/checkpoint").read_bytes()
     public = load_public_key(data / "log/log.pub")
     parsed = note.parse_checkpoint(
         note.verify_note(checkpoint, "kopir.example/log", public.key).text
     )
-    assert parsed.size == 0
-    trust = kopir("verify", "trust", data / "trust.json", "--trust", data / "trust.json")
-    assert trust.returncode == 0, trust.stderr
-    again = kopir("run", "-c", tmp_path / "config.toml", "--once")
+    assert parsed.size == 1  # list v1
+
+    texts = outbox_texts(data)
+    assert len(texts) == 2  # the two [subscribers] test_numbers
+    for text in texts.values():
+        verdict = kopir("verify", "sms", text, "--trust", data / "trust.json")
+        assert verdict.returncode == 0, verdict.stderr
+    assert "7010000001" not in json.dumps(read_outbox(data / "sms/outbox"))
+
+    again = kopir("run", "-c", config, "--once")
     assert again.returncode == 0 and "created" not in again.stdout  # nothing re-made
+    assert "list v1 (unchanged)" in again.stdout and "queued" not in again.stdout
+    assert len(read_outbox(data / "sms/outbox")) == 4  # nothing sent twice
 
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    config = example_config(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kopir.cli", "run", "-c", str(tmp_path / "config.toml")],
+        [sys.executable, "-m", "kopir.cli", "run", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "data/public/checkpoint").exists():
+        deadline = time.monotonic() + 60
+        while len(read_outbox(tmp_path / "data/sms/outbox")) < 4:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert "kopir run: stopped" in out
+    assert "kopir run: stopping" in out and "kopir run: stopped" in out

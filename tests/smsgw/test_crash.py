@@ -2,10 +2,11 @@
 
 The worker is the real CLI (``kopir sms campaign``, ``[sms] backend = "smpp"``) in a child
 process; the SMSC is the scripted one, on loopback in a thread of this process, recording every
-submit_sm. It kills the worker with SIGKILL the moment a chosen submit arrives, before answering
-it: that worker has a whole window claimed (``sending``), part of it already accepted by the
-SMSC but not yet recorded. Running the same campaign again must finish the job with every
-message ``accepted`` exactly once in the queue, and at the SMSC every (recipient, part)
+submit_sm and sending a delivery receipt right after each submit_sm_resp. It kills the worker
+with SIGKILL the moment a chosen submit arrives, before answering it: that worker has a whole
+window claimed (``sending``), part of it already accepted by the SMSC but not yet recorded.
+Running the same campaign again must finish the job with every message accepted exactly once in
+the queue (and, by its receipt, ``delivered``), and at the SMSC every (recipient, part)
 submitted once, except the messages of that one window (DESIGN.md §6 smsgw, "Queue").
 """
 
@@ -100,7 +101,7 @@ def test_sigkill_mid_campaign_then_restart_sends_each_part_once_but_one_window(
         if submit.number == KILL_AT:
             worker[0].send_signal(signal.SIGKILL)
 
-    script = Script(password="secret", on_submit=kill_mid_window, drop_on=KILL_AT)
+    script = Script(password="secret", receipts=True, on_submit=kill_mid_window, drop_on=KILL_AT)
     with threaded_smsc(script) as (smsc, submits):
         config = write_config(tmp_path, smsc.port)
         prepare(tmp_path, config)
@@ -109,14 +110,15 @@ def test_sigkill_mid_campaign_then_restart_sends_each_part_once_but_one_window(
         worker.append(start_worker(args, tmp_path, 1))
         assert worker[0].wait(timeout=60) == -signal.SIGKILL, (tmp_path / "err1").read_text()
         at_kill = queue_counts(tmp_path)
-        assert at_kill[State.ACCEPTED] >= 2_000
+        done = at_kill[State.ACCEPTED] + at_kill[State.DELIVERED]
+        assert done >= 2_000
         assert 1 <= at_kill[State.SENDING] <= WINDOW  # one window in flight, no more
 
         script.on_submit, script.drop_on = None, None
         restart = start_worker([*args, "--json"], tmp_path, 2)
         assert restart.wait(timeout=60) == 0, (tmp_path / "err2").read_text()
         report = json.loads((tmp_path / "out2").read_text())
-        assert report["accepted"] == SUBSCRIBERS * PARTS - at_kill[State.ACCEPTED]
+        assert report["accepted"] == SUBSCRIBERS * PARTS - done
         got = submits()
 
     duplicates = check_smsc(got)
@@ -149,12 +151,12 @@ def duplicated_keys(got: list[Submitted]) -> list[tuple[str, int]]:
 
 
 def check_queue(folder: Path, in_flight: int) -> set[tuple[str, int]]:
-    """Every message once and ``accepted``; returns the (number, part) of the interrupted ones."""
+    """Every message once, accepted and delivered; returns (number, part) of the interrupted."""
     key = load_key_file(folder / "data/keys/subscribers.key")
     by_ref = {key.ref(n): n.removeprefix("+") for n in numbers()}
     with Queue(folder / "data/sms/queue.db") as queue:
         counts = queue.counts()
-        assert counts[State.ACCEPTED] == SUBSCRIBERS * PARTS == sum(counts.values())
+        assert counts[State.DELIVERED] == SUBSCRIBERS * PARTS == sum(counts.values())
         rows = [queue.get(i) for i in range(1, SUBSCRIBERS * PARTS + 1)]  # ids count from 1
         assert {m.campaign for m in rows} == {"crash"}
         assert len({(m.recipient_ref, m.part) for m in rows}) == len(rows)

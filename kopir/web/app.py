@@ -1,0 +1,528 @@
+"""The aiohttp web app of ``kopir run``: public files, the verifier, posters, operator pages.
+
+Theory of operation
+-------------------
+:func:`make_app` wires the routes to one :class:`Site`, which holds the config, the status
+history the runner feeds, the login sessions and the failed-login limiter. Handlers are thin:
+they parse the request, call the pure parts (``public``, ``pages``, ``statuspage``, ``auth``)
+or run file and SQLite work in a thread, and wrap the result in a response. :func:`serve_web`
+binds it to ``[web] listen`` (loopback unless the operator says otherwise).
+
+Public routes (GET; HEAD too)::
+
+    /  /style.css  /verify  /poster[?batch=NAME&count=N&pool=established|new]
+    /trust.json[.<KEYID>.minisig]  /list.json[.<KEYID>.minisig]
+    /lists/versions/<N>.json[.<KEYID>.minisig]
+    /log/checkpoint  /log/entries/<N>  /log/proof/inclusion  /log/proof/consistency
+
+Operator routes: ``/status`` and ``/metrics`` need ``Authorization: Bearer <token>`` or the
+session cookie ``POST /login`` sets (``POST /logout`` ends it); see ``kopir.web.auth``. With
+no token configured they answer 403. A poster batch not named in ``[web] poster_batches`` is
+an operator route too: each batch reveals its own relays, so strangers must not try names.
+
+Every response carries the security headers (:func:`security_headers`): a CSP of
+``default-src 'none'`` that allows only this site's stylesheet, plus SHA-256 hashes of the
+inline ``<style>``/``<script>`` blocks of the two self-contained pages we serve (the poster
+and the offline verifier); ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``, ``nosniff``
+and ``Referrer-Policy: no-referrer``. Bad input is answered 4xx with the reason in the body
+(plain text, or an HTML page for the pages people open in a browser); a bug is a logged 500
+that names nothing internal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+import signing
+from kopir.config import Config, ConfigError
+from kopir.output import CommandFailed
+from kopir.web import auth, pages, public, statuspage
+from kopir.web.status import StatusHistory
+from proxylist import ProxylistError, poster
+
+log = logging.getLogger("kopir.web")
+
+COOKIE = "kopir_session"
+MAX_BODY = 16 * 1024
+MAX_POSTER_LINKS = 60
+POOLS = ("established", "new")
+BATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+HTML_PATHS = ("/", "/verify", "/poster", "/status", "/login", "/logout")
+BASE_CSP = {
+    "default-src": "'none'",
+    "style-src": "'self'",
+    "img-src": "'self'",
+    "form-action": "'self'",
+    "frame-ancestors": "'none'",
+    "base-uri": "'none'",
+}
+_INLINE = re.compile(r"<(style|script)(?:\s[^>]*)?>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebError(Exception):
+    """The ``[web]`` config cannot be used; the message names the key and the fix."""
+
+
+class Refused(Exception):
+    """A request is answered with ``status`` and ``reason`` (always 4xx or 503)."""
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+        self.headers = dict(headers or {})
+        self.login = False
+        """Answer with the login form (a browser that is not logged in)."""
+
+
+@dataclass(frozen=True)
+class WebSources:
+    """What the runner hands the web app besides the config and the history."""
+
+    relay_metrics: Callable[[], str] | None = None
+    """The running relay's Prometheus text (``relay.Metrics.render``), appended to /metrics."""
+    key: signing.SecretKey | None = None
+    """The online signing key for posters; without it, ``[signing] key`` is read on first use
+    (an encrypted one only with KOPIR_KEY_PASSPHRASE set: a server never prompts)."""
+    clock: Callable[[], float] = time.time
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    """Where ``env:NAME`` in ``[web] token`` is looked up."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into (host, port); ``WebError`` if malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise WebError(f'[web] listen must be "host:port" (IPv6 as "[::1]:8080"), got {text!r}')
+    return host, int(port)
+
+
+def inline_hashes(html: str) -> dict[str, list[str]]:
+    """CSP source hashes of a page's inline ``<style>`` and ``<script>`` blocks, by directive."""
+    found: dict[str, list[str]] = {}
+    for tag, content in _INLINE.findall(html):
+        digest = base64.b64encode(hashlib.sha256(content.encode()).digest()).decode()
+        found.setdefault(f"{tag.lower()}-src", []).append(f"'sha256-{digest}'")
+    return found
+
+
+def csp(extra: Mapping[str, list[str]] | None = None) -> str:
+    policy = dict(BASE_CSP)
+    for directive, sources in (extra or {}).items():
+        base = policy.get(directive, "'none'").replace("'none'", "").strip()
+        policy[directive] = " ".join(filter(None, [base, *sorted(set(sources))]))
+    return "; ".join(f"{k} {v}" for k, v in policy.items())
+
+
+def security_headers(response: web.StreamResponse) -> None:
+    """Add the headers every response carries (a handler's own CSP and caching are kept)."""
+    response.headers.setdefault("Content-Security-Policy", csp())
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    if response.status >= 400:
+        response.headers["Cache-Control"] = "no-store"
+    else:
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
+def html(body: str, status: int = 200, inline: bool = False) -> web.Response:
+    """An HTML response; ``inline`` allows the page's own inline blocks by hash."""
+    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+    if inline:
+        response.headers["Content-Security-Policy"] = csp(inline_hashes(body))
+    return response
+
+
+def file_response(found: public.File) -> web.Response:
+    kind, _, params = found.content_type.partition(";")
+    charset = params.partition("=")[2] or None
+    return web.Response(body=found.data, content_type=kind, charset=charset)
+
+
+def _env_passphrase() -> bytes:
+    value = os.environ.get(signing.PASSPHRASE_ENV)
+    if not value:
+        raise signing.KeyFileError(
+            f"the signing key is encrypted and {signing.PASSPHRASE_ENV} is not set"
+        )
+    return value.encode("utf-8")
+
+
+class Site:
+    """The handlers and the state they share."""
+
+    def __init__(self, config: Config, history: StatusHistory, sources: WebSources) -> None:
+        self.config, self.history, self.sources = config, history, sources
+        self.data = public.DataDir(config)
+        try:
+            self.token = auth.resolve_token(config.web.token, sources.environ)
+        except auth.AuthError as exc:
+            raise WebError(str(exc)) from None
+        self.sessions = auth.Sessions(config.web.session)
+        self.limiter = auth.LoginLimiter()
+        self.secure_cookie = config.web.public_url.startswith("https://")
+        self._key = sources.key
+
+    def now(self) -> float:
+        return self.sources.clock()
+
+    # -- authentication ------------------------------------------------------------------
+
+    def client(self, request: web.Request) -> str:
+        return request.remote or "unknown"
+
+    def authorize(self, request: web.Request) -> None:
+        """Return when the request is the operator's; raise ``Refused`` otherwise."""
+        if self.token is None:
+            raise Refused(403, "operator pages are off: set [web] token (see config.example.toml)")
+        now, client = self.now(), self.client(request)
+        self._check_limit(client, now)
+        header = request.headers.get("Authorization")
+        if header is not None:
+            given = auth.bearer(header)
+            if given is not None and auth.token_matches(given, self.token):
+                return
+            self.limiter.failed(client, now)
+            raise Refused(401, "wrong token: send Authorization: Bearer <the [web] token>", _ASK)
+        session = request.cookies.get(COOKIE)
+        if session and self.sessions.valid(session, now):
+            return
+        refused = Refused(401, "log in first, or send Authorization: Bearer <token>", _ASK)
+        refused.login = True
+        raise refused
+
+    def _check_limit(self, client: str, now: float) -> None:
+        wait = self.limiter.wait(client, now)
+        if wait > 0:
+            seconds = math.ceil(wait)
+            raise Refused(
+                429,
+                f"too many wrong tokens; try again in {seconds} s",
+                {"Retry-After": str(seconds)},
+            )
+
+    def is_operator(self, request: web.Request) -> bool:
+        try:
+            self.authorize(request)
+        except Refused:
+            return False
+        return True
+
+    # -- pages ---------------------------------------------------------------------------
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        return html(pages.home())
+
+    async def stylesheet(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=pages.STYLESHEET, content_type="text/css", charset="utf-8")
+
+    async def login_form(self, request: web.Request) -> web.StreamResponse:
+        return html(pages.login())
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        if self.token is None:
+            raise Refused(403, "operator pages are off: set [web] token (see config.example.toml)")
+        _same_origin(request)
+        now, client = self.now(), self.client(request)
+        self._check_limit(client, now)
+        given = await _form_field(request, "token")
+        if not auth.token_matches(given, self.token):
+            self.limiter.failed(client, now)
+            return html(pages.login("Wrong token. Try again."), status=401)
+        response = web.Response(status=303, headers={"Location": "/status"})
+        response.set_cookie(
+            COOKIE, self.sessions.create(now), max_age=int(self.config.web.session),
+            path="/", httponly=True, samesite="Strict",
+            secure=self.secure_cookie or request.secure,
+        )  # fmt: skip
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        _same_origin(request)
+        session = request.cookies.get(COOKIE)
+        if session:
+            self.sessions.end(session)
+        response = web.Response(status=303, headers={"Location": "/"})
+        response.del_cookie(COOKIE, path="/")
+        return response
+
+    async def status(self, request: web.Request) -> web.StreamResponse:
+        self.authorize(request)
+        published = await asyncio.to_thread(self._published)
+        response = html(statuspage.render(self.history, published, self.now()))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        self.authorize(request)
+        published = await asyncio.to_thread(self._published)
+        relay = self.sources.relay_metrics() if self.sources.relay_metrics else ""
+        text = statuspage.metrics(self.history, published, relay)
+        response = web.Response(text=text, content_type="text/plain", charset="utf-8")
+        response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def _published(self) -> statuspage.Published:
+        doc = self.data.list_summary()
+        return statuspage.Published(
+            list_version=doc.version if doc else None,
+            list_expires=doc.expires if doc else "",
+            list_relays=len(doc.proxies) if doc else 0,
+            list_signers=self.data.list_signers(),
+            log_size=self.data.log_size(),
+        )
+
+    # -- public files --------------------------------------------------------------------
+
+    async def trust(self, request: web.Request) -> web.StreamResponse:
+        suffix = request.match_info.get("suffix", "")
+        return file_response(await asyncio.to_thread(self.data.trust_file, suffix))
+
+    async def current_list(self, request: web.Request) -> web.StreamResponse:
+        suffix = request.match_info.get("suffix", "")
+        return file_response(await asyncio.to_thread(self.data.list_file, suffix))
+
+    async def version(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        return file_response(await asyncio.to_thread(self.data.version_file, name))
+
+    async def checkpoint(self, request: web.Request) -> web.StreamResponse:
+        return file_response(await asyncio.to_thread(self.data.checkpoint))
+
+    async def entry(self, request: web.Request) -> web.StreamResponse:
+        index = request.match_info["index"]
+        return file_response(await asyncio.to_thread(self.data.entry, index))
+
+    async def inclusion(self, request: web.Request) -> web.StreamResponse:
+        return await self._proof(request, public.inclusion)
+
+    async def consistency(self, request: web.Request) -> web.StreamResponse:
+        return await self._proof(request, public.consistency)
+
+    async def _proof(
+        self, request: web.Request, make: Callable[[signing.LogStore, Mapping[str, str]], Any]
+    ) -> web.StreamResponse:
+        params = _query(request)
+
+        def work() -> public.File:
+            return public.proof_body(make(self.data.log(), params), params)
+
+        return file_response(await asyncio.to_thread(work))
+
+    # -- the verifier and posters --------------------------------------------------------
+
+    async def verify(self, request: web.Request) -> web.StreamResponse:
+        trust = await asyncio.to_thread(self.data.trust_file)
+        try:
+            from kopir.verifier import render_verifier  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise Refused(503, "the offline verifier is not built into this kopir yet") from None
+        return html(render_verifier(trust.data), inline=True)
+
+    async def poster(self, request: web.Request) -> web.StreamResponse:
+        params = _query(request)
+        public_batches = self.config.web.poster_batches
+        batch = params.get("batch")
+        if batch is None:
+            return html(pages.poster_index(public_batches))
+        if not BATCH.fullmatch(batch):
+            raise Refused(400, "batch must be 1-64 letters, digits, '.', '_' or '-'")
+        links = public.count(params, "count", 6)
+        if not 1 <= links <= MAX_POSTER_LINKS:
+            raise Refused(400, f"count must be 1-{MAX_POSTER_LINKS}, got {links}")
+        pool = params.get("pool", "established")
+        if pool not in POOLS:
+            raise Refused(400, "pool must be established or new")
+        operator = self.is_operator(request)
+        if batch not in public_batches and not operator:
+            raise Refused(403, f"poster batch {batch!r} is not public; the operator can print it")
+        page = await self._poster_page(batch, links, pool, operator)
+        return html(page, inline=True)
+
+    async def _poster_page(self, batch: str, links: int, pool: str, operator: bool) -> str:
+        key = await self._signing_key()
+        expires = self.now() + self.config.signing.link_expiry
+
+        def work() -> str:
+            from kopir.qrcmd import poster_links
+
+            texts = poster_links(self.config, batch, links, pool)
+            entries = poster.signed_entries(texts, key, expires, "tg")
+            return poster.render_html(entries, batch)
+
+        try:
+            return await asyncio.to_thread(work)
+        except (CommandFailed, ConfigError, ProxylistError, signing.SigningError, OSError) as exc:
+            log.warning("poster %s cannot be made: %s", batch, exc)
+            why = str(exc) if operator else "the operator's log says why"
+            raise Refused(503, f"no poster can be made here now ({why})") from None
+
+    async def _signing_key(self) -> signing.SecretKey:
+        if self._key is not None:
+            return self._key
+        path = self.config.in_data(self.config.signing.key)
+        if not path.exists():
+            raise Refused(503, "this server has no online signing key, so it cannot sign posters")
+        try:
+            self._key = await asyncio.to_thread(signing.load_secret_key, path, _env_passphrase)
+        except signing.SigningError as exc:
+            log.warning("cannot load the signing key for posters: %s", exc)
+            raise Refused(503, "the online signing key cannot be used; see the log") from None
+        return self._key
+
+
+_ASK = {"WWW-Authenticate": 'Bearer realm="kopir operator"'}
+
+
+def _query(request: web.Request) -> dict[str, str]:
+    """The query string, each name at most once (a repeated name is ambiguous: 400)."""
+    query = request.query
+    if len(set(query.keys())) != len(query):
+        raise Refused(400, "a query parameter is given twice")
+    return dict(query)
+
+
+def _same_origin(request: web.Request) -> None:
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.partition("://")[2] != request.host:
+        raise Refused(403, "a form from another site cannot log in or out here")
+
+
+async def _form_field(request: web.Request, name: str) -> str:
+    try:
+        form = await request.post()
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        raise Refused(400, "the form could not be read") from None
+    value = form.get(name)
+    if not isinstance(value, str) or not value:
+        raise Refused(400, f"the form needs a {name} field")
+    return value
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+_REASONS = {
+    404: "no such page here; see / for what this site serves",
+    405: "this method is not allowed here",
+    413: f"the request body is too large (at most {MAX_BODY} bytes)",
+}
+
+
+def _refusal(request: web.Request, refused: Refused) -> web.Response:
+    """The error response: the reason as plain text, or as a page for browser routes."""
+    title = _phrase(refused.status)
+    if refused.login:
+        response = html(pages.login(refused.reason), status=refused.status)
+    elif request.path in HTML_PATHS:
+        response = html(pages.error(refused.status, title, refused.reason), status=refused.status)
+    else:
+        text = f"{refused.status} {title}: {refused.reason}\n"
+        response = web.Response(text=text, status=refused.status, content_type="text/plain")
+    response.headers.update(refused.headers)
+    return response
+
+
+def _phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _from_http(exc: web.HTTPException) -> Refused:
+    keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    return Refused(exc.status, _REASONS.get(exc.status, exc.reason), keep)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Refused as exc:
+        return _refusal(request, exc)
+    except public.BadRequest as exc:
+        return _refusal(request, Refused(400, str(exc)))
+    except public.NotPublished as exc:
+        return _refusal(request, Refused(404, str(exc)))
+    except web.HTTPException as exc:
+        return _refusal(request, _from_http(exc))
+    except Exception:
+        log.exception("web: %s %s failed", request.method, request.path)
+        text = "500 Internal Server Error: a bug in kopir; the operator's log has the details\n"
+        return web.Response(text=text, status=500, content_type="text/plain")
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    security_headers(response)
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def make_app(
+    config: Config, history: StatusHistory, *, sources: WebSources | None = None
+) -> web.Application:
+    """The web app for ``config``; ``WebError`` if ``[web]`` cannot be used."""
+    parse_listen(config.web.listen)
+    site = Site(config, history, sources or WebSources())
+    app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_on_prepare)
+    get = app.router.add_get
+    get("/", site.home)
+    get("/style.css", site.stylesheet)
+    get("/trust.json", site.trust)
+    get("/trust.json{suffix}", site.trust)
+    get("/list.json", site.current_list)
+    get("/list.json{suffix}", site.current_list)
+    get("/lists/versions/{name}", site.version)
+    get("/log/checkpoint", site.checkpoint)
+    get("/log/entries/{index}", site.entry)
+    get("/log/proof/inclusion", site.inclusion)
+    get("/log/proof/consistency", site.consistency)
+    get("/verify", site.verify)
+    get("/poster", site.poster)
+    get("/login", site.login_form)
+    app.router.add_post("/login", site.login)
+    app.router.add_post("/logout", site.logout)
+    get("/status", site.status)
+    get("/metrics", site.metrics)
+    return app
+
+
+async def serve_web(app: web.Application, listen: str) -> web.AppRunner:
+    """Start serving ``app`` on ``listen`` (``host:port``); stop it with ``runner.cleanup()``."""
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise WebError(f"[web] listen {listen}: cannot listen there: {exc.strerror}") from None
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner listens on (for ``listen = "127.0.0.1:0"``)."""
+    address = runner.addresses[0]
+    return int(address[1])

@@ -16,9 +16,21 @@ from pathlib import Path
 import relay
 import signing
 import smsgw
-from kopir import distcmd, listcmd, logcmd, qrcmd, relaycmd, signcmd, smscmd, trustcmd
+from kopir import (
+    distcmd,
+    doctorcmd,
+    initcmd,
+    listcmd,
+    logcmd,
+    qrcmd,
+    relaycmd,
+    signcmd,
+    smscmd,
+    trustcmd,
+)
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
+from kopir.setup import SetupError
 from proxylist.errors import ProxylistError
 
 EXAMPLES = """\
@@ -51,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    initcmd.add_parsers(sub, common)
     run = sub.add_parser("run", parents=[common], help="the main job (see README)")
     run.add_argument("-c", "--config", default="config.toml", help="config file (TOML)")
     run.add_argument("--once", action="store_true", help="do one round and exit")
@@ -62,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     smscmd.add_parsers(sub, common)
     distcmd.add_actions(listcmd.add_parsers(sub, common), common)
     qrcmd.add_parsers(sub, common)
+    doctorcmd.add_parsers(sub, common)
     return parser
 
 
@@ -76,7 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(as_json, str(exc), exc.code, exc.data)
     except ConfigError as exc:
         return _fail(as_json, str(exc), EXIT_USAGE, {})
-    except (signing.SigningError, smsgw.SmsError, relay.RelayError, ProxylistError) as exc:
+    except (
+        signing.SigningError,
+        smsgw.SmsError,
+        relay.RelayError,
+        ProxylistError,
+        SetupError,
+    ) as exc:
         return _fail(as_json, str(exc), 1, {})
     except KeyboardInterrupt:
         return _fail(as_json, "interrupted", 130, {})

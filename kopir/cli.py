@@ -17,6 +17,7 @@ import relay
 import signing
 import smsgw
 from kopir import (
+    auditcmd,
     distcmd,
     doctorcmd,
     initcmd,
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     distcmd.add_actions(listcmd.add_parsers(sub, common), common)
     qrcmd.add_parsers(sub, common)
     doctorcmd.add_parsers(sub, common)
+    auditcmd.add_parsers(sub, common)
     return parser
 
 

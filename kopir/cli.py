@@ -28,6 +28,7 @@ from kopir import (
     signcmd,
     smscmd,
     trustcmd,
+    verifiercmd,
 )
 from kopir.config import ConfigError, load_config
 from kopir.output import EXIT_USAGE, CommandFailed, emit
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     qrcmd.add_parsers(sub, common)
     doctorcmd.add_parsers(sub, common)
     auditcmd.add_parsers(sub, common)
+    verifiercmd.add_parsers(sub, common)
     return parser
 
 

@@ -12,8 +12,9 @@ than :data:`MAX_BYTES`), because then the audit cannot reach a verdict at all.
 - :class:`DirSource` maps names onto a data dir as ``kopir run`` lays it out (``trust.json``,
   ``lists/``, ``public/checkpoint``) and answers the log routes from the ``log/`` directory
   with ``signing.LogStore``, exactly as the web app does.
-- :class:`UrlSource` fetches ``<base>/<name>`` with aiohttp, with a timeout per request and
-  the same size cap.
+- :class:`UrlSource` fetches ``<base>/<name>`` from the web app (``kopir.web``) with aiohttp,
+  with a timeout per request and the same size cap; proofs are asked for in their text form
+  (``&format=text``). Any 4xx answer means "not there": the audit reports what is missing.
 
 Signature files are found by :meth:`Source.signatures`: a directory lists every
 ``<name>.<KEYID>.minisig`` beside a document, whoever signed it; a web site cannot be listed,
@@ -159,10 +160,12 @@ class UrlSource:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         url = self.base + name
+        if name.startswith("log/proof/"):
+            url += "&format=text"  # the web app answers JSON unless asked for the text form
         try:
             async with self._session.get(url, max_redirects=5) as response:
-                if response.status in (404, 410):
-                    return None
+                if 400 <= response.status < 500:
+                    return None  # not published, or a request the publisher refuses
                 if response.status != 200:
                     raise SourceError(f"{url} answered HTTP {response.status}; try again later")
                 return await _read_body(response, url)

@@ -3,8 +3,8 @@
 Each publisher is made with the real tools: ``kopir run``'s ``prepare`` (online key, trust
 root, log) and ``publish_checkpoint``, ``proxylist.publish`` (list versions, signatures, log
 entries) fed by real probes of in-process ``relay`` servers in front of the fake DC. The
-audit reads the directory (``DirSource``) or the same material over HTTP from a small aiohttp
-server on 127.0.0.1 that lays it out as the web app's public routes do.
+audit reads the directory (``DirSource``) or the same material over HTTP from the publisher's
+real web app (``kopir.web``) on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -31,6 +32,7 @@ from kopir.auditrun import AuditState, Options, run_audit
 from kopir.auditsource import AuditError, DirSource, Source, UrlSource
 from kopir.config import load_config
 from kopir.runner import Setup, prepare, publish_checkpoint
+from kopir.web import StatusHistory, bound_port, make_app, serve_web
 from proxylist import ListPolicy, ListStore, ProbeResult, Relay, probe_relays, publish
 from relay import Relay as RelayServer
 from relay import RelaySettings, Secret
@@ -142,77 +144,43 @@ def anchor(pub: Publisher, tmp_path: Path) -> tuple[bytes, str]:
     return copy.read_bytes(), str(copy)
 
 
-# -- the web app's public routes, served from a data dir --------------------------------------
+# -- the publisher's web app ------------------------------------------------------------------
 
 
 class Served:
-    """The data dir over HTTP on 127.0.0.1, on its own thread and loop, with the public paths
-    of the web app. ``garbage`` replaces the body of one path; ``fetched`` records each path."""
+    """The real web app (``kopir.web``) of the publisher's config, on 127.0.0.1 in its own
+    thread and loop. ``fetched`` records every path asked for; ``garbage`` makes the server
+    answer one path with other bytes, as a hostile or broken server might."""
 
     def __init__(self, data: Path) -> None:
-        self.data = data
+        self.config = load_config(data.parent / "config.toml")
         self.garbage: dict[str, bytes] = {}
         self.fetched: set[str] = set()
         self.honest: list[str] = []
         self.url = ""
 
-    def _file(self, path: str) -> Path | None:
-        if path.startswith("/trust.json"):
-            return self.data / path[1:]
-        if path.startswith("/list.json") or path.startswith("/lists/versions/"):
-            return self.data / "lists" / path[1:].removeprefix("lists/")
-        if path == "/log/checkpoint":
-            return self.data / "public" / "checkpoint"
-        return None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        key = request.path_qs
-        self.fetched.add(key)
-        if key in self.garbage:
-            return web.Response(body=self.garbage[key])
-        file = self._file(request.path)
-        if file is not None:
-            if not file.is_file():
-                raise web.HTTPNotFound()
-            return web.Response(body=file.read_bytes())
-        return web.Response(body=self._log(request))
-
-    def _log(self, request: web.Request) -> bytes:
-        log = signing.LogStore(self.data / "log")
-        q = request.query
-        try:
-            if request.path.startswith("/log/entries/"):
-                return log.entry(int(request.path.rsplit("/", 1)[1]))
-            if request.path == "/log/proof/inclusion":
-                proof = log.inclusion(int(q["index"]), int(q["size"]))
-                return proof.text().encode()
-            if request.path == "/log/proof/consistency":
-                return log.consistency(int(q["old"]), int(q["new"])).text().encode()
-        except (ValueError, KeyError, signing.SigningError) as exc:
-            raise web.HTTPNotFound(text=str(exc)) from None
-        raise web.HTTPNotFound()
+    @web.middleware
+    async def _tamper(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.fetched.add(request.path_qs)
+        if request.path_qs in self.garbage:
+            return web.Response(body=self.garbage[request.path_qs])
+        response: web.StreamResponse = await handler(request)
+        return response
 
     @contextmanager
     def running(self) -> Iterator[Served]:
+        app = make_app(self.config, StatusHistory())
+        app.middlewares.append(self._tamper)
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="served-dir", daemon=True)
+        thread = threading.Thread(target=loop.run_forever, name="web-app", daemon=True)
         thread.start()
-        runner = web.AppRunner(web.Application())
-        runner.app.router.add_route("GET", "/{tail:.*}", self.handle)
-
-        async def start() -> int:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            return int(runner.addresses[0][1])
-
+        started = asyncio.run_coroutine_threadsafe(serve_web(app, "127.0.0.1:0"), loop)
+        runner = started.result(30)
         try:
-            self.url = (
-                f"http://127.0.0.1:{asyncio.run_coroutine_threadsafe(start(), loop).result(10)}/"
-            )
+            self.url = f"http://127.0.0.1:{bound_port(runner)}/"
             yield self
         finally:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
@@ -412,6 +380,65 @@ async def test_a_listed_relay_replaced_by_a_look_alike(tmp_path: Path) -> None:
     assert f"FINDING  relay  127.0.0.1:{port} (ee): failed at tls-hmac" in result.stdout
     assert "what to do: this server does not hold the listed secret" in result.stdout
     assert result.stderr == "kopir: audit: 1 finding(s): look-alike\n"
+
+
+@pytest.mark.asyncio
+async def test_missing_versions_and_replayed_list_and_checkpoint(tmp_path: Path) -> None:
+    async with relays_up() as relays:
+        pub = await make_publisher(tmp_path / "pub", relays)
+    trust, state = anchor(pub, tmp_path), tmp_path / "state"
+    lists = pub.dir / "lists"
+    old = {
+        p: p.read_bytes() for p in [pub.dir / "public" / "checkpoint", *lists.glob("list.json*")]
+    }
+    assert pub.publish([pub.results[0]], time.time()) == 4
+    pub.checkpoint()
+    assert (await audit(DirSource(pub.dir), trust, state)).clean
+    # Someone serves the old list (v3) and the old checkpoint (size 3), and v2 is gone.
+    for path in lists.glob("list.json*"):
+        path.unlink()
+    for path, data in old.items():
+        path.write_bytes(data)
+    (lists / "versions" / "2.json").unlink()
+    report = await audit(DirSource(pub.dir), trust, state)
+    assert kinds(report) == {
+        ("lists", "missing-version"), ("lists", "rollback"), ("log", "log-rollback"),
+    }  # fmt: skip
+    details = {c.kind: c.detail for c in report.findings}
+    assert details["missing-version"] == "version 2 is missing from lists/versions/"
+    assert (
+        "list.json is version 3" in details["rollback"] and "saw version 4" in details["rollback"]
+    )
+    assert details["log-rollback"].startswith("size 4 seen before, size 3 now: the log went back")
+
+
+@pytest.mark.asyncio
+async def test_a_rotated_trust_root_must_be_signed_by_the_old_root_keys(tmp_path: Path) -> None:
+    async with relays_up() as relays:
+        pub = await make_publisher(tmp_path / "pub", relays)
+    trust = anchor(pub, tmp_path)
+    path = pub.dir / "trust.json"
+    _, _, newcomer = signing.generate_key_pair(tmp_path / "k", "newcomer", None)
+    root = signing.parse_trust_root(path.read_bytes())
+    added = signing.TrustKey("newcomer", newcomer.public_key, frozenset({"lists"}))
+    rotated = replace(root.with_key(added), version=2).encode()
+
+    def serve(signer: signing.SecretKey) -> None:
+        for old in pub.dir.glob("trust.json.*.minisig"):
+            old.unlink()
+        path.write_bytes(rotated)
+        signature = signing.sign_trust_root(rotated, signer)
+        signing.save_signature(path.with_name(signing.signature_name(path.name, signature)),
+                               signature)  # fmt: skip
+
+    serve(pub.setup.key)  # the operators' root key signs version 2
+    good = await audit(DirSource(pub.dir), trust, tmp_path / "s1")
+    assert good.clean, good.lines()
+    assert any("version 2" in c.detail and "follows your version 1" in c.detail
+               for c in good.checks)  # fmt: skip
+    serve(newcomer)  # only the newcomer signs it: it cannot move the root alone
+    bad = await audit(DirSource(pub.dir), trust, tmp_path / "s2")
+    assert kinds(bad) == {("trust", "trust-threshold")}, bad.lines()
 
 
 # -- usage errors ---------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from aiohttp import web
 import signing
 from kopir.config import Config, ConfigError
 from kopir.output import CommandFailed
-from kopir.web import auth, pages, public, statuspage
+from kopir.web import auth, charts, pages, public, statuspage
 from kopir.web.status import StatusHistory
 from proxylist import ProxylistError, poster
 
@@ -332,10 +332,18 @@ class Site:
     async def verify(self, request: web.Request) -> web.StreamResponse:
         trust = await asyncio.to_thread(self.data.trust_file)
         try:
-            from kopir.verifier import render_verifier  # type: ignore[import-not-found,unused-ignore]
+            from kopir.verifier import (  # type: ignore[import-not-found,unused-ignore]
+                VerifierError,
+                render_verifier,
+            )
         except ImportError:
             raise Refused(503, "the offline verifier is not built into this kopir yet") from None
-        return html(render_verifier(trust.data), inline=True)
+        try:
+            page = render_verifier(trust.data, charts.clock(self.now()))
+        except VerifierError as exc:
+            log.warning("the verifier page cannot be built: %s", exc)
+            raise Refused(503, "the trust root here cannot be put into the verifier") from None
+        return html(page, inline=True)
 
     async def poster(self, request: web.Request) -> web.StreamResponse:
         params = _query(request)
@@ -409,8 +417,11 @@ def _same_origin(request: web.Request) -> None:
 async def _form_field(request: web.Request, name: str) -> str:
     try:
         form = await request.post()
-    except (ValueError, UnicodeDecodeError, AssertionError):
-        raise Refused(400, "the form could not be read") from None
+    except web.HTTPException:
+        raise  # 413: the body is too large
+    except Exception:  # the body is the client's: any way it fails to parse is its mistake
+        reason = "the form could not be read; send application/x-www-form-urlencoded UTF-8"
+        raise Refused(400, reason) from None
     value = form.get(name)
     if not isinstance(value, str) or not value:
         raise Refused(400, f"the form needs a {name} field")
@@ -512,7 +523,7 @@ def make_app(
 async def serve_web(app: web.Application, listen: str) -> web.AppRunner:
     """Start serving ``app`` on ``listen`` (``host:port``); stop it with ``runner.cleanup()``."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, auto_decompress=False)  # no form needs it; bad gzip is a 400
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -44,6 +44,7 @@ from signing import tlog
 MAX_INDEX = 2**63 - 1
 _COUNT = re.compile(r"0|[1-9][0-9]{0,18}")
 _KEY_ID = r"[0-9A-F]{1,16}"
+TEXT = "text/plain; charset=utf-8"
 SIGNATURE = re.compile(rf"\.({_KEY_ID})\.minisig")
 VERSION = re.compile(rf"([1-9][0-9]{{0,9}})\.json(?:\.({_KEY_ID})\.minisig)?")
 
@@ -102,12 +103,13 @@ class DataDir:
         if not match:
             raise NotPublished(f"no such version file {name[:60]!r}: names are <N>.json")
         path = self.lists.versions_dir / name
-        kind = "application/json" if match.group(2) is None else "text/plain; charset=utf-8"
-        return File(_read(path, f"no list version {match.group(1)} here"), kind)
+        if match.group(2) is None:
+            return File(_read(path, f"no list version {match.group(1)} here"), "application/json")
+        return File(_read(path, f"no signature {name} here"), TEXT)
 
     def checkpoint(self) -> File:
         hint = "no signed checkpoint yet; kopir run signs one every [log] checkpoint_interval"
-        return File(_read(self.checkpoint_path, hint), "text/plain; charset=utf-8")
+        return File(_read(self.checkpoint_path, hint), TEXT)
 
     def _signed(self, path: Path, suffix: str, hint: str) -> File:
         if not suffix:
@@ -115,9 +117,7 @@ class DataDir:
         if not SIGNATURE.fullmatch(suffix):
             raise NotPublished(f"no such file: signatures are {path.name}.<KEYID>.minisig")
         name = path.name + suffix
-        return File(
-            _read(path.with_name(name), f"no signature {name}"), "text/plain; charset=utf-8"
-        )
+        return File(_read(path.with_name(name), f"no signature {name}"), TEXT)
 
     def list_summary(self) -> signing.ListDocument | None:
         try:
@@ -218,7 +218,7 @@ def proof_body(proof: dict[str, Any], params: Mapping[str, str]) -> File:
     text = proof.pop("text")
     form = params.get("format", "json")
     if form == "text":
-        return File(text.encode("ascii"), "text/plain; charset=utf-8")
+        return File(text.encode("ascii"), TEXT)
     if form != "json":
         raise BadRequest(f"format must be json or text, got {form[:40]!r}")
     return File(json.dumps(proof, indent=1).encode() + b"\n", "application/json")

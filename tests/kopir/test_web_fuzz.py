@@ -1,0 +1,256 @@
+"""hypothesis against every web route that takes parameters, over real HTTP on 127.0.0.1:
+path segments, query strings, the Authorization and Cookie headers, and the login form. The
+server must never answer 5xx; every refusal is a 4xx with a reason; every answer carries the
+security headers; and what it accepts is right (proofs verify, files are the published ones).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from urllib.parse import quote, urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from signing import tlog
+from tests.kopir.test_web import (
+    TOKEN,
+    DataSite,
+    Reply,
+    Served,
+    check_headers,
+    make_data,
+)
+
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+# What may appear raw in a request target: printable ASCII but space, '#' and '%' (which the
+# strategies below use only to percent-encode arbitrary text).
+RAW = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#%?"))
+ANY_TEXT = st.text(max_size=40)
+SEGMENT = st.one_of(RAW, ANY_TEXT.map(lambda t: quote(t, safe="")))
+NUMBERISH = st.one_of(
+    st.integers(-3, 12).map(str),
+    st.integers(0, 2**70).map(str),
+    st.sampled_from(["", "00", "01", "1e3", "0x1", " 1", "1.0", "+1", "١"]),
+    ANY_TEXT,
+)
+HEADER_VALUE = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_categories=("Cc",)), max_size=80
+)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> DataSite:
+    return make_data(tmp_path_factory.mktemp("fuzz"))
+
+
+@pytest.fixture(scope="module")
+def served(site: DataSite) -> Iterator[Served]:
+    server = Served(site.config)
+    yield server
+    server.close()
+
+
+def sane(reply: Reply) -> None:
+    """No 5xx; a refusal says why; every response has the security headers."""
+    assert reply.status < 500, (reply.status, reply.text[:300])
+    check_headers(reply)
+    if reply.status >= 400:
+        assert len(reply.text.strip()) > 20, reply.text
+
+
+def query(params: list[tuple[str, str]]) -> str:
+    return urlencode(params, quote_via=quote)
+
+
+# -- path segments --------------------------------------------------------------------------
+
+
+@FUZZ
+@given(name=SEGMENT)
+def test_version_file_names(served: Served, site: DataSite, name: str) -> None:
+    reply = served.get(f"/lists/versions/{name}")
+    sane(reply)
+    if reply.status == 200:
+        number = int(name.split(".")[0])
+        if name.endswith(".json"):
+            assert reply.body == site.versions[number - 1]
+        else:
+            assert reply.body.startswith(b"untrusted comment:")
+
+
+@FUZZ
+@given(prefix=st.sampled_from(["/trust.json", "/list.json"]), suffix=SEGMENT)
+def test_signature_suffixes(served: Served, site: DataSite, prefix: str, suffix: str) -> None:
+    reply = served.get(prefix + suffix)
+    sane(reply)
+    if reply.status == 200 and suffix:
+        assert suffix == f".{site.key.hex_id}.minisig"
+
+
+@FUZZ
+@given(index=st.one_of(NUMBERISH.map(lambda t: quote(t, safe="")), RAW))
+def test_log_entry_indexes(served: Served, site: DataSite, index: str) -> None:
+    reply = served.get(f"/log/entries/{index}")
+    sane(reply)
+    if reply.status == 200:
+        assert reply.body == site.versions[int(index)]
+
+
+@FUZZ
+@given(path=st.lists(SEGMENT, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts)))
+def test_any_path(served: Served, path: str) -> None:
+    sane(served.get(path))
+
+
+# -- query strings --------------------------------------------------------------------------
+
+PROOF_PARAMS = st.lists(
+    st.tuples(st.sampled_from(["index", "size", "old", "new", "format", "x"]), NUMBERISH),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(params=PROOF_PARAMS)
+def test_inclusion_queries(served: Served, site: DataSite, params: list[tuple[str, str]]) -> None:
+    reply = served.get(f"/log/proof/inclusion?{query(params)}")
+    sane(reply)
+    if reply.status == 200 and reply.headers["Content-Type"].startswith("application/json"):
+        proof = reply.json()
+        index, size = int(str(proof["index"])), int(str(proof["size"]))
+        leaf = tlog.leaf_hash(site.versions[index])
+        hashes = [base64.b64decode(h) for h in proof["hashes"]]  # type: ignore[attr-defined]
+        root = tlog.root_hash([tlog.leaf_hash(v) for v in site.versions[:size]])
+        tlog.verify_inclusion(leaf, index, size, hashes, root)
+    elif reply.status == 200:
+        tlog.parse_inclusion_proof(reply.body)
+
+
+@FUZZ
+@given(params=PROOF_PARAMS)
+def test_consistency_queries(served: Served, site: DataSite, params: list[tuple[str, str]]) -> None:
+    reply = served.get(f"/log/proof/consistency?{query(params)}")
+    sane(reply)
+    if reply.status == 200 and reply.headers["Content-Type"].startswith("application/json"):
+        proof = reply.json()
+        old, new = int(str(proof["old"])), int(str(proof["new"]))
+        leaves = [tlog.leaf_hash(v) for v in site.versions]
+        hashes = [base64.b64decode(h) for h in proof["hashes"]]  # type: ignore[attr-defined]
+        tlog.verify_consistency(
+            old, new, tlog.root_hash(leaves[:old]), tlog.root_hash(leaves[:new]), hashes
+        )
+
+
+POSTER_PARAMS = st.lists(
+    st.tuples(
+        st.sampled_from(["batch", "count", "pool", "level"]),
+        st.one_of(st.sampled_from(["lobby", "kitchen", "new", "established", "1", "60"]), ANY_TEXT),
+    ),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(params=POSTER_PARAMS)
+def test_poster_queries(served: Served, params: list[tuple[str, str]]) -> None:
+    reply = served.get(f"/poster?{query(params)}")
+    sane(reply)
+    if reply.status == 200 and dict(params).get("batch"):
+        assert dict(params)["batch"] == "lobby" and "tg://proxy" in reply.text
+
+
+# -- headers and the login form -------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(["/status", "/metrics", "/poster?batch=kitchen"]),
+    authorization=st.one_of(st.none(), HEADER_VALUE, HEADER_VALUE.map(lambda v: f"Bearer {v}")),
+    cookie=st.one_of(st.none(), HEADER_VALUE, HEADER_VALUE.map(lambda v: f"kopir_session={v}")),
+)
+def test_operator_headers(
+    served: Served, path: str, authorization: str | None, cookie: str | None
+) -> None:
+    served.clock.now += 61  # each example starts with a clean failed-login record
+    headers = {}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    if cookie is not None:
+        headers["Cookie"] = cookie
+    reply = served.get(path, headers)
+    sane(reply)
+    assert reply.status != 200 or authorization == f"Bearer {TOKEN}"
+
+
+FORM_TYPES = st.one_of(
+    st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "multipart/form-data; boundary=x",
+            "text/plain",
+            "application/json",
+        ]
+    ),
+    HEADER_VALUE.map(lambda v: f"application/x-www-form-urlencoded; charset={v}"),
+    HEADER_VALUE.map(lambda v: f"multipart/form-data; boundary={v}"),
+)
+ENCODINGS = st.one_of(
+    st.none(), st.sampled_from(["gzip", "deflate", "br", "identity"]), HEADER_VALUE
+)
+
+
+@FUZZ
+@given(
+    kind=st.one_of(FORM_TYPES, HEADER_VALUE),
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.lists(st.tuples(st.sampled_from(["token", "x"]), ANY_TEXT), max_size=3).map(
+            lambda fields: query(fields).encode()
+        ),
+    ),
+    origin=st.one_of(st.none(), HEADER_VALUE),
+    encoding=ENCODINGS,
+)
+def test_login_form(
+    served: Served, kind: str, body: bytes, origin: str | None, encoding: str | None
+) -> None:
+    served.clock.now += 61
+    headers = {"Content-Type": kind}
+    if origin is not None:
+        headers["Origin"] = origin
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    reply = served.request("POST", "/login", headers, body)
+    sane(reply)
+    assert reply.status != 303  # nobody guesses the token
+    assert "Set-Cookie" not in reply.headers
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"Content-Type": "application/x-www-form-urlencoded; charset=bogus"}, b"token=%ff"),
+        ({"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"}, b"x"),
+        ({"Content-Type": "multipart/form-data; boundary=zz"}, b"--zz\r\nContent-Disposition: "
+         b"form-data; name=token; filename=a\r\n\r\nabc\r\n--zz--\r\n"),
+    ],
+)  # fmt: skip
+def test_unreadable_login_forms_are_400(
+    served: Served, headers: dict[str, str], body: bytes
+) -> None:
+    served.clock.now += 61
+    reply = served.request("POST", "/login", headers, body)
+    assert reply.status == 400 and "form" in reply.text
+
+
+def test_an_oversized_login_body_is_413(served: Served) -> None:
+    reply = served.request(
+        "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, b"x" * 100_000
+    )
+    assert reply.status == 413 and "too large" in reply.text

@@ -48,7 +48,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import smpplib.client  # type: ignore[import-untyped]
@@ -56,99 +56,27 @@ import smpplib.exceptions  # type: ignore[import-untyped]
 import smpplib.smpp  # type: ignore[import-untyped]
 
 from smsgw.backend import Inbound, InboundHandler, OutgoingSms, ReceiptHandler, SendResult
-from smsgw.errors import SmsError
 from smsgw.smppwire import (
     ESM_RECEIPT,
     RINVCMDID,
-    RINVPASWD,
-    RINVSYSID,
-    ReceiptText,
-    SubmitSm,
+    SmppError,
+    SmppSettings,
     TokenBucket,
+    bind_error,
     decode_short_message,
     e164_sender,
-    parse_receipt_text,
     receipt_from_fields,
-    status_name,
     submit_result,
+    submit_sm_for,
 )
 
-__all__ = [
-    "ReceiptText",
-    "SmppBackend",
-    "SmppError",
-    "SmppSettings",
-    "TokenBucket",
-    "decode_short_message",
-    "e164_sender",
-    "parse_receipt_text",
-    "receipt_from_fields",
-    "status_name",
-    "submit_result",
-]
-# The sans-IO names from ``smsgw.smppwire`` are re-exported for ``from smsgw.smpp import ...``.
+__all__ = ["SmppBackend", "SmppError", "SmppSettings"]  # the latter two from smsgw.smppwire
 
 log = logging.getLogger(__name__)
 
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _LINK_ERRORS = (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError)
 _READ_ERRORS = (*_LINK_ERRORS, smpplib.exceptions.UnknownCommandError, ValueError)
-
-
-class SmppError(SmsError):
-    """The SMSC cannot be reached, or refused our bind (wrong password or system_id)."""
-
-
-@dataclass(frozen=True)
-class SmppSettings:
-    """How to reach and use one SMSC (the ``[smpp]`` config section)."""
-
-    host: str
-    port: int
-    system_id: str
-    password: str = field(repr=False)
-    system_type: str = ""
-    window: int = 10
-    """Submits awaiting ``submit_sm_resp`` at most."""
-    throughput: float = 0.0
-    """Submits per second; 0 means unlimited."""
-    enquire_link: float = 30.0
-    """Seconds of silence from the SMSC before we send enquire_link."""
-    timeout: float = 10.0
-    """Seconds to connect and bind, and to wait for any response before dropping the link."""
-    reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
-    retry_delay: float = 5.0
-    """``retry_after`` for ESME_RTHROTTLED and ESME_RMSGQFUL."""
-    stop_grace: float = 5.0
-    """Seconds ``stop`` waits for in-flight responses before unbinding."""
-    data_coding_gsm7: int = 0
-    """What GSM-7 is called on this SMSC: 0 (the default alphabet) on most, 1 on some."""
-    source_addr: str = ""
-    source_addr_ton: int = 5
-    """5 = alphanumeric sender; 1 = international number."""
-    source_addr_npi: int = 0
-    dest_addr_ton: int = 1
-    dest_addr_npi: int = 1
-    receipt_ids_decimal: bool = False
-    """The SMSC gives hex ids in submit_sm_resp but decimal ones in receipts: convert them."""
-
-    def __post_init__(self) -> None:
-        # smpplib silently truncates these C-octet strings (SMPP 3.4 §4.1.1): refuse instead.
-        if not 0 < len(self.system_id) <= 15:
-            raise SmppError(f"smpp system_id {self.system_id!r} must be 1 to 15 characters")
-        if len(self.password) > 8:
-            raise SmppError("smpp password is longer than SMPP 3.4 allows (8 characters)")
-        if len(self.source_addr) > 20 or not self.source_addr.isascii():
-            raise SmppError(
-                f"smpp source_addr {self.source_addr!r} must be 0 to 20 ASCII characters"
-            )
-        octets = (self.source_addr_ton, self.source_addr_npi, self.dest_addr_ton,
-                  self.dest_addr_npi, self.data_coding_gsm7)  # fmt: skip
-        if not all(0 <= value <= 255 for value in octets):
-            raise SmppError("smpp TON, NPI and data_coding values must each fit in one octet")
-        if self.window < 1 or self.throughput < 0 or self.reconnect_min <= 0:
-            raise SmppError("smpp window must be >= 1, throughput >= 0, reconnect_min > 0")
 
 
 @dataclass
@@ -285,7 +213,7 @@ class _Link:
             )
         except smpplib.exceptions.PDUError as exc:
             client.disconnect()
-            raise _bind_error(s, exc) from None
+            raise bind_error(s, exc) from None
         except _READ_ERRORS as exc:
             client.disconnect()
             raise SmppError(f"cannot reach the SMSC at {s.host}:{s.port} ({exc!r})") from None
@@ -322,7 +250,7 @@ class _Link:
                 break
             self.bucket.take(now)
             flight = self.pending.popleft()
-            submit = _submit_sm(flight.sms, self.s)
+            submit = submit_sm_for(flight.sms, self.s)
             if isinstance(submit, str):
                 log.warning("not sent to ref=%s: %s", flight.sms.ref[:12], submit)
                 self._settle(flight, SendResult(flight.sms.message_id, "failed", error=submit))
@@ -493,30 +421,6 @@ class _Link:
             calls, self._outbox = self._outbox, []
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_run_all, calls)
-
-
-def _bind_error(s: SmppSettings, exc: Exception) -> SmppError:
-    status = exc.args[1] if len(exc.args) > 1 else -1
-    where = f"the SMSC at {s.host}:{s.port} refused to bind system_id {s.system_id!r}"
-    if status == RINVPASWD:
-        return SmppError(f"{where}: wrong password ({status_name(status)}); check smpp.password")
-    if status == RINVSYSID:
-        return SmppError(f"{where}: unknown system_id ({status_name(status)})")
-    return SmppError(f"{where}: {status_name(status) if status >= 0 else exc}")
-
-
-def _submit_sm(sms: OutgoingSms, s: SmppSettings) -> SubmitSm | str:
-    """The submit_sm for one message, or why it cannot be sent (never the number)."""
-    number = sms.to.removeprefix("+")
-    if not (number.isascii() and number.isdigit() and 0 < len(number) <= 20):
-        return "the destination is not an E.164 number"
-    if not 0 < len(sms.short_message) <= 254 or not 0 <= sms.esm_class <= 255:
-        return f"short_message of {len(sms.short_message)} octets is not a single SMS"
-    data_coding = s.data_coding_gsm7 if sms.data_coding == 0 else sms.data_coding
-    return SubmitSm(
-        number, sms.short_message, sms.esm_class, data_coding & 0xFF, s.source_addr,
-        s.source_addr_ton, s.source_addr_npi, s.dest_addr_ton, s.dest_addr_npi,
-    )  # fmt: skip
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -17,11 +17,10 @@ from hypothesis import strategies as st
 from smsgw.backend import Inbound, OutgoingSms, Receipt, SendResult
 from smsgw.queue import normalize_provider_id
 from smsgw.segment import segment
-from smsgw.smpp import (
+from smsgw.smpp import SmppBackend, SmppError, SmppSettings
+from smsgw.smppwire import (
     ReceiptText,
-    SmppBackend,
-    SmppError,
-    SmppSettings,
+    SubmitSm,
     TokenBucket,
     decode_short_message,
     e164_sender,
@@ -29,7 +28,6 @@ from smsgw.smpp import (
     receipt_from_fields,
     submit_result,
 )
-from smsgw.smppwire import SubmitSm
 from tests.smsgw.smsc import ScriptedSmsc, perl_smsc, receipt_id, submit_id, wait_sync
 from tests.strategies import mutated
 

@@ -122,7 +122,7 @@ async def run_audit(
     published = await source.read("trust.json")
     kids = root[1].keys if root else ()
     files = await source.signatures("trust.json", [k.public_key.hex_id for k in kids])
-    if root is None and published is not None:
+    if published is not None and published != (root[0] if root else None):
         files = await _trust_signatures(source, published, files)
     trust, checks = check_trust(root, published, files, now)
     if trust is None:
@@ -138,7 +138,7 @@ async def run_audit(
 async def _trust_signatures(
     source: Source, published: bytes, files: dict[str, bytes]
 ) -> dict[str, bytes]:
-    """Without an anchor, the root keys to look for are the ones the published root names."""
+    """Signatures by the keys the published root names (a new root's own keys sign it too)."""
     try:
         keys = signing.parse_trust_root(published).keys
     except signing.FormatError:
@@ -365,7 +365,7 @@ def _log_directory(
             passed(
                 "log",
                 f"log directory: {report.size} entries rehashed, "
-                f"{report.checkpoints} stored checkpoints consistent",
+                f"{report.checkpoints} stored checkpoint(s) consistent",
             )
         ]
     return [

@@ -431,13 +431,14 @@ async def test_a_rotated_trust_root_must_be_signed_by_the_old_root_keys(tmp_path
         signing.save_signature(path.with_name(signing.signature_name(path.name, signature)),
                                signature)  # fmt: skip
 
-    serve(pub.setup.key)  # the operators' root key signs version 2
-    good = await audit(DirSource(pub.dir), trust, tmp_path / "s1")
+    with Served(pub.dir).running() as served:
+        serve(pub.setup.key)  # the operators' root key signs version 2
+        good, _ = await both(pub, served, trust, tmp_path / "s1")
+        serve(newcomer)  # only the newcomer signs it: it cannot move the root alone
+        bad, _ = await both(pub, served, trust, tmp_path / "s2")
     assert good.clean, good.lines()
     assert any("version 2" in c.detail and "follows your version 1" in c.detail
                for c in good.checks)  # fmt: skip
-    serve(newcomer)  # only the newcomer signs it: it cannot move the root alone
-    bad = await audit(DirSource(pub.dir), trust, tmp_path / "s2")
     assert kinds(bad) == {("trust", "trust-threshold")}, bad.lines()
 
 

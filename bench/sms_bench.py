@@ -1,11 +1,12 @@
 """SMS through the queue to Net::SMPP's SMSC on loopback: unthrottled rate, throttled accuracy.
 
-It runs the product's path: messages enqueued in ``smsgw.queue``, then a ``smsgw.worker.Worker``
-claiming windows of them, decrypting each number just in time, and sending them through
-``SmppBackend`` (smpplib in its I/O thread) to the real Net::SMPP example SMSC
-(``/usr/share/doc/libnet-smpp-perl/examples/smsc.pl``, DESIGN.md §9), which this script starts
-and stops itself. The SMSC listens on localhost:9900 (hard-coded in the script; it takes no port
-option), so the port must be free.
+It runs the product's path: messages enqueued in ``smsgw.queue`` (``Queue.enqueue_many``,
+10,000 a transaction; ``enqueue_msgs_per_s``), then a ``smsgw.worker.Worker`` claiming windows
+of them (``--window``, the ``[sms] window``; the SMPP window is ``--smpp-window``), decrypting
+each number just in time, and sending them through ``SmppBackend`` (smpplib in its I/O thread)
+to the real Net::SMPP example SMSC (``/usr/share/doc/libnet-smpp-perl/examples/smsc.pl``,
+DESIGN.md §9), which this script starts and stops itself. The SMSC listens on localhost:9900
+(hard-coded in the script; it takes no port option), so the port must be free.
 
 In one run, against one SMSC process:
 - unthrottled: ``--messages`` single-part messages with the throughput limit off;
@@ -161,6 +162,7 @@ async def send(
 
 
 def import_subscribers(folder: Path, key: NumberKey, count: int) -> float:
+    """Seconds to import ``count`` valid numbers from a CSV into a new subscriber store."""
     csv = folder / "subscribers.csv"
     csv.write_text("number,language\n" + "".join(f"8702{i:07d},kk\n" for i in range(count)))
     start = time.perf_counter()

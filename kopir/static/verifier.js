@@ -317,7 +317,7 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
   const PY_SPACE = "[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
   const PY_STRIP = new RegExp(`^${PY_SPACE}+|${PY_SPACE}+$`, "g");
   const LINK_PATTERN =
-    /(?:https?:\/\/(?:t\.me|telegram\.me|telegram\.dog)\/(?:proxy|socks)|tg:\/\/(?:proxy|socks))\?[A-Za-z0-9\-._~%&=:\[\]+\/]+/giu;
+    /(?:https?:\/\/(?:t\.me|telegram\.me|telegram\.dog)\/(?:proxy|socks)|tg:\/\/(?:proxy|socks))\?[A-Za-z0-9\u0130\u0131\-._~%&=:\[\]+\/]+/giu;
 
   class Malformed extends Error {
     constructor(code, arg = "") {
@@ -555,7 +555,9 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
     return link.sig === undefined ? url : `${url}&kid=${link.kid}&exp=${link.exp}&sig=${link.sig}`;
   }
 
-  // Every proxy link in free text, as kopir.signcmd.find_links finds them.
+  // Every proxy link in free text, as kopir.signcmd.find_links finds them. Python's
+  // IGNORECASE lets [A-Za-z] match U+0130, U+0131, U+017F and U+212A: the "u" flag's case
+  // folding covers the last two, the class names the first two.
   function findLinks(text) {
     return Array.from(text.matchAll(LINK_PATTERN), (m) => m[0].replace(/[.,;:!?)\]'"]+$/, ""));
   }
@@ -568,13 +570,16 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
     return Date.UTC(year, month - 1, day, hour, minute, second) / 1000;
   }
 
+  // The key id as minisign prints it: the little-endian uint64 in upper-case hex.
+  const keyIdHex = (id) => numberFromLE(id).toString(16).toUpperCase();
+
   function loadTrust(root) {
     const keys = root.keys.map((entry) => {
       const raw = decodeBase64(entry.key.replace(/=+$/, ""), B64STD);
       const id = raw.subarray(2, 10);
       return {
         name: entry.name,
-        hexId: numberFromLE(id).toString(16).toUpperCase(),
+        hexId: keyIdHex(id),
         kid: encodeBase64Url(id),
         publicKey: raw.subarray(10, 42),
         roles: entry.roles,
@@ -597,7 +602,8 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
       return { reason: "malformed", code: error.code, arg: error.arg, text, link };
     }
     const key = trust.linkKeys.get(link.kid);
-    const result = { text, link, key, expires: expTime(link.exp) };
+    const kidHex = keyIdHex(decodeBase64(link.kid, B64URL));
+    const result = { text, link, key, kidHex, expires: expTime(link.exp) };
     if (key === undefined) return { ...result, reason: "unknown-key" };
     if (key.revoked !== null && now >= key.revoked) return { ...result, reason: "revoked-key" };
     const signature = decodeBase64(link.sig, B64URL);

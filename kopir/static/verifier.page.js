@@ -246,7 +246,7 @@ a link that verified.
     const key = result.key || {};
     const values = {
       name: key.name,
-      kid: result.link && result.link.kid,
+      kid: result.kidHex,
       when: key.revokedText ? hourLabel(key.revoked) : "",
       until: result.expires ? hourLabel(result.expires) : "",
       what: result.reason === "malformed" ? malformedText(result.code, result.arg) : "",

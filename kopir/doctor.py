@@ -484,7 +484,7 @@ async def http_clock_skew(url: str, timeout: float) -> float:
 def _span(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"
-    minutes = int(seconds // 60)
+    minutes = round(seconds / 60)
     if minutes < 90:
         return f"{minutes}m"
     return f"{minutes // 60}h {minutes % 60}m"

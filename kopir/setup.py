@@ -113,10 +113,11 @@ def ensure_data(config: Config, passphrase: bytes | None = None) -> DataReport:
     try:
         items = [_ensure_dir(config.data_dir, "data_dir")]
         key_path = config.in_data(config.signing.key)
-        items += _ensure_key_pair(key_path, "signing", passphrase)
+        key_items, new_key = _ensure_key_pair(key_path, "signing", passphrase)
+        items += key_items
         log, log_items = _ensure_log(config)
         items += log_items
-        items.append(_ensure_trust(config, key_path, log, passphrase))
+        items.append(_ensure_trust(config, new_key or key_path, log, passphrase))
         items.append(_ensure_distribution_secret(config.in_data(config.distribution.secret)))
         items.append(_ensure_subscriber_key(config.in_data(config.subscribers.key)))
     except OSError as exc:
@@ -160,15 +161,18 @@ def _ensure_parent(path: Path) -> None:
         os.chmod(path.parent, 0o700)
 
 
-def _ensure_key_pair(key_path: Path, role: str, passphrase: bytes | None) -> list[Item]:
-    """``NAME.key`` (0600) and ``NAME.pub`` beside it; either one there means kept."""
+def _ensure_key_pair(
+    key_path: Path, role: str, passphrase: bytes | None
+) -> tuple[list[Item], signing.SecretKey | None]:
+    """``NAME.key`` (0600) and ``NAME.pub`` beside it, and the key when it is new (so an
+    encrypted one need not be decrypted again); a secret key that is there is kept."""
     if key_path.suffix != ".key":
         raise SetupError(
             f"the {role} key {key_path} must be named NAME.key (its public key goes beside it "
             "as NAME.pub); change the path in the config"
         )
     pub_path = key_path.with_suffix(".pub")
-    made = not key_path.exists()
+    made, key = not key_path.exists(), None
     if made:
         if pub_path.exists():
             raise SetupError(
@@ -176,12 +180,12 @@ def _ensure_key_pair(key_path: Path, role: str, passphrase: bytes | None) -> lis
                 "key, or move the public key away to make a new pair"
             )
         _ensure_parent(key_path)
-        signing.generate_key_pair(key_path.parent, key_path.stem, passphrase)
+        key = signing.generate_key_pair(key_path.parent, key_path.stem, passphrase)[2]
     secret_note = "" if role == "log" else _encryption_note(key_path)
     items = [Item(f"{role}_key", key_path, made, _mode(key_path), secret_note)]
     if pub_path.exists():
         items.append(Item(f"{role}_public_key", pub_path, made, _mode(pub_path)))
-    return items
+    return items, key
 
 
 def _encryption_note(key_path: Path) -> str:
@@ -197,7 +201,7 @@ def _ensure_log(config: Config) -> tuple[signing.LogStore, list[Item]]:
     items: list[Item] = []
     key_path = config.in_data(config.log.key) if config.log.key else None
     if key_path is not None:
-        items += _ensure_key_pair(key_path, "log", None)
+        items += _ensure_key_pair(key_path, "log", None)[0]
     made = not (log_dir / "log.json").exists()
     log = signing.LogStore.open_or_create(log_dir, config.log.origin, key_path)
     if key_path is None:
@@ -209,13 +213,17 @@ def _ensure_log(config: Config) -> tuple[signing.LogStore, list[Item]]:
 
 
 def _ensure_trust(
-    config: Config, key_path: Path, log: signing.LogStore, passphrase: bytes | None
+    config: Config,
+    key: signing.SecretKey | Path,
+    log: signing.LogStore,
+    passphrase: bytes | None,
 ) -> Item:
     path = config.in_data(config.signing.trust)
     if path.exists():
         return Item("trust_root", path, False, _mode(path))
     _ensure_parent(path)
-    key = signing.load_secret_key(key_path, _passphrase_source(passphrase))
+    if isinstance(key, Path):
+        key = signing.load_secret_key(key, _passphrase_source(passphrase))
     write_trust_root(path, key, log.public_key())
     return Item("trust_root", path, True, _mode(path), f"names key {key.hex_id}")
 

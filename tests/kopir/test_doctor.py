@@ -1,0 +1,359 @@
+"""``kopir doctor``: a healthy setup passes, and each problem is found with what to fix.
+
+Everything it contacts is on 127.0.0.1: the mask host and the DCs are plain listening sockets,
+the clock is compared with a stdlib HTTP server sending a chosen Date, a taken port is held by
+another real process, and a port held by kopir by a real ``kopir relay serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kopir.doctor import Check, diagnose, is_kopir
+from kopir.setup import initialize
+from tests.cli import kopir
+
+DC_NUMBERS = (1, 2, 3, 4, 5)
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released; nobody else on 127.0.0.1 takes it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+def toml_dump(table: dict[str, Any], prefix: str = "") -> str:
+    """Enough TOML for a config: scalars, lists, tables and arrays of tables."""
+    lines = [f"[{prefix}]"] if prefix else []
+    later = []
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            later.append(toml_dump(value, name))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            later += [toml_dump(v, name).replace(f"[{name}]", f"[[{name}]]", 1) for v in value]
+        else:
+            lines.append(f"{key} = {toml_value(value)}")
+    return "\n".join(lines + [""] + later) + "\n"
+
+
+class ClockHandler(BaseHTTPRequestHandler):
+    skew = 0.0
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        return email.utils.formatdate(time.time() + self.skew, usegmt=True)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Site:
+    """A machine set up by ``kopir init``, its config pointed at loopback peers."""
+
+    path: Path
+    table: dict[str, Any]
+    clock: ThreadingHTTPServer
+    listeners: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def data(self) -> Path:
+        return self.path.parent / "data"
+
+    def listener(self) -> int:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)  # the kernel completes connections; nobody needs to accept them
+        self.listeners.append(sock)
+        return int(sock.getsockname()[1])
+
+    def set(self, section: str, key: str, value: Any) -> None:
+        table = self.table
+        for part in section.split("."):
+            table = table.setdefault(part, {})
+        table[key] = value
+        self.path.write_text(toml_dump(self.table), encoding="utf-8")
+
+    def skew_clock(self, seconds: float) -> None:
+        handler = type("SkewedClock", (ClockHandler,), {"skew": seconds})
+        self.clock.RequestHandlerClass = handler
+
+    def diagnose(self) -> dict[str, Check]:
+        checks = asyncio.run(diagnose(self.path))
+        return {check.name: check for check in checks}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    path = tmp_path / "config.toml"
+    initialize(path)
+    clock = ThreadingHTTPServer(("127.0.0.1", 0), ClockHandler)
+    thread = threading.Thread(target=clock.serve_forever, daemon=True)
+    thread.start()
+    site = Site(path, tomllib.loads(path.read_text(encoding="utf-8")), clock)
+    dc = site.listener()
+    relay = site.table["relay"]
+    relay.update(
+        listen=[f"127.0.0.1:{free_port()}"],
+        metrics_listen=f"127.0.0.1:{free_port()}",
+        mask_host="127.0.0.1",
+        mask_port=site.listener(),
+        local_test_dc=False,
+        dc={str(n): f"127.0.0.1:{dc}" for n in DC_NUMBERS},
+    )
+    site.table.setdefault("web", {})["listen"] = f"127.0.0.1:{free_port()}"
+    site.set("doctor", "time_url", f"http://127.0.0.1:{clock.server_address[1]}/")
+    try:
+        yield site
+    finally:
+        clock.shutdown()
+        clock.server_close()
+        thread.join(timeout=10)
+        for sock in site.listeners:
+            sock.close()
+
+
+def test_a_healthy_setup_passes(site: Site) -> None:
+    result = kopir("doctor", "-c", site.path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(line.startswith("ok ") for line in result.stdout.splitlines()[:-1])
+    assert result.stdout.rstrip().splitlines()[-1].endswith("0 warning(s), 0 failure(s)")
+    out = json.loads(kopir("doctor", "-c", site.path, "--json").stdout)
+    assert out["ok"] is True
+    statuses = {check["name"]: check["status"] for check in out["checks"]}
+    relay, web = site.table["relay"], site.table["web"]
+    assert statuses == dict.fromkeys(
+        [
+            "config",
+            "relay settings",
+            "publisher relays",
+            "trust root",
+            "data dir",
+            "signing key",
+            "log key",
+            "distribution secret",
+            "subscriber key",
+            f"port {relay['listen'][0]}",
+            f"port {relay['metrics_listen']}",
+            f"port {web['listen']}",
+            "clock",
+            "mask host",
+            *(f"dc {n}" for n in DC_NUMBERS),
+        ],
+        "ok",
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "keys/publisher.key",
+        "log/log.key",
+        "keys/distribution.key",
+        "keys/subscribers.key",
+    ],
+)
+def test_a_secret_key_readable_by_others_fails(site: Site, name: str) -> None:
+    path = site.data / name
+    path.chmod(0o644)
+    failed = [c for c in site.diagnose().values() if c.status == "fail"]
+    assert len(failed) == 1
+    assert str(path) in failed[0].detail and "mode 0644" in failed[0].detail
+    assert failed[0].fix == f"chmod 600 {path}"
+
+
+def test_the_cli_prints_the_fix_and_exits_1(site: Site) -> None:
+    key = site.data / "keys/publisher.key"
+    key.chmod(0o640)
+    result = kopir("doctor", "-c", site.path)
+    assert result.returncode == 1
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert line == f"FAIL  signing key: {key} is mode 0640: other users can read it -> fix: " + (
+        f"chmod 600 {key}"
+    )
+    assert result.stdout.rstrip().endswith("1 failure(s)")
+
+
+def test_a_world_writable_data_dir_fails(site: Site) -> None:
+    site.data.chmod(0o777)
+    check = site.diagnose()["data dir"]
+    assert check.status == "fail" and check.fix == f"chmod 700 {site.data}"
+
+
+def test_a_port_taken_by_another_process_names_it(site: Site) -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+            "print(s.getsockname()[1], flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        port = int(holder.stdout.readline())
+        site.set("relay", "listen", [f"127.0.0.1:{port}"])
+        check = site.diagnose()[f"port 127.0.0.1:{port}"]
+        holder.stdin.close()  # it exits
+    assert check.status == "fail"
+    assert f"taken by pid {holder.pid} (python" in check.detail
+    assert check.fix.startswith(f"stop pid {holder.pid}") and "[relay] listen" in check.fix
+
+
+def test_ports_held_by_a_running_kopir_are_fine(site: Site) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kopir.cli", "relay", "serve", "-c", str(site.path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KOPIR_")},
+    )
+    killer = threading.Timer(60, proc.kill)  # a hung relay cannot hang the test
+    killer.start()
+    try:
+        assert proc.stdout is not None
+        assert "relay listening" in proc.stdout.readline()
+        checks = site.diagnose()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+        killer.cancel()
+    for key in ("listen", "metrics_listen"):
+        address = site.table["relay"][key]
+        address = address[0] if isinstance(address, list) else address
+        check = checks[f"port {address}"]
+        assert check.status == "ok", check
+        assert f"in use by a running kopir (pid {proc.pid}: kopir relay serve)" in check.detail
+
+
+def test_an_unreachable_mask_host_fails(site: Site) -> None:
+    port = free_port()
+    site.set("relay", "mask_port", port)
+    check = site.diagnose()["mask host"]
+    assert check.status == "fail"
+    assert f"cannot reach 127.0.0.1:{port} (connection refused)" in check.detail
+    assert "[relay] mask_host and mask_port" in check.fix
+
+
+def test_an_unreachable_dc_override_fails(site: Site) -> None:
+    port = free_port()
+    site.set("relay.dc", "2", f"127.0.0.1:{port}")
+    checks = site.diagnose()
+    assert checks["dc 2"].status == "fail"
+    assert f"cannot reach 127.0.0.1:{port} (connection refused)" in checks["dc 2"].detail
+    assert "[relay.dc]" in checks["dc 2"].fix
+    assert all(checks[f"dc {n}"].status == "ok" for n in DC_NUMBERS if n != 2)
+
+
+@pytest.mark.parametrize(
+    ("skew", "status", "words"),
+    [
+        (-2 * 3600, "fail", "2h 0m ahead of"),
+        (45 * 60, "fail", "45m behind"),
+        (3 * 60, "warn", "3m behind"),
+        (0, "ok", "within"),
+    ],
+)
+def test_a_skewed_clock_is_found(site: Site, skew: float, status: str, words: str) -> None:
+    site.skew_clock(skew)
+    check = site.diagnose()["clock"]
+    assert check.status == status, check
+    assert words in check.detail
+    assert ("timedatectl set-ntp true" in check.fix) == (status != "ok")
+
+
+def test_an_unreachable_time_server_is_only_a_warning(site: Site) -> None:
+    site.set("doctor", "time_url", f"http://127.0.0.1:{free_port()}/")
+    result = kopir("doctor", "-c", site.path)
+    assert result.returncode == 0, result.stdout
+    assert "warn  clock: cannot read the time from" in result.stdout
+
+
+def test_the_local_test_dc_is_a_warning_and_no_dc_is_dialled(site: Site) -> None:
+    site.table["relay"]["dc"] = {}
+    site.set("relay", "local_test_dc", True)
+    checks = site.diagnose()
+    assert checks["dc (local test)"].status == "warn"
+    assert "local_test_dc = false" in checks["dc (local test)"].fix
+    assert not [name for name in checks if name.startswith("dc ") and name[3:].isdigit()]
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "fix"),
+    [
+        ("[relay\n", "not valid TOML", "correct that key"),
+        ("[relay]\nmodes = ['xx']\n", "[relay] modes[0] must be", "correct that key"),
+    ],
+)
+def test_a_broken_config_is_the_only_result(
+    tmp_path: Path, text: str, message: str, fix: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    result = kopir("doctor", "-c", path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"FAIL  config: {path}: ")
+    assert message in lines[0] and f"fix: {fix}" in lines[0]
+    missing = kopir("doctor", "-c", tmp_path / "nope.toml", "--json")
+    assert missing.returncode == 1
+    (only,) = json.loads(missing.stdout)["checks"]
+    assert only["status"] == "fail" and "kopir init" in only["fix"]
+
+
+def test_a_relay_without_secrets_fails_with_how_to_make_one(site: Site) -> None:
+    site.set("relay", "secrets", [])
+    check = site.diagnose()["relay settings"]
+    assert check.status == "fail" and "kopir relay secret" in check.fix
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["/usr/bin/python3", "-m", "kopir.cli", "run"], True),
+        (["/usr/bin/python3", "/usr/local/bin/kopir", "run"], True),
+        (["/opt/kopir/bin/kopir", "relay", "serve"], True),
+        (["/opt/kopir/.venv/bin/python", "-m", "http.server"], False),
+        (["nginx: master process"], False),
+        ([], False),
+    ],
+)
+def test_is_kopir(argv: list[str], expected: bool) -> None:
+    assert is_kopir(argv) is expected

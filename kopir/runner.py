@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import signing
@@ -40,10 +40,20 @@ from kopir.distcmd import healthy_relays, open_distributor
 from kopir.output import CommandFailed
 from kopir.publisher import Publisher, RoundReport
 from kopir.relaycmd import relay_settings, start_local_dc
+from kopir.setup import Prepared, SetupError
+from kopir.setup import prepare as setup_prepare
+from kopir.web import (
+    StatusHistory,
+    WebError,
+    WebSources,
+    bound_port,
+    make_app,
+    parse_listen,
+    serve_web,
+)
 from proxylist import LinkBook
 from proxylist.errors import DistributionError
 from relay import Relay
-from signing.canonical import rfc3339
 from signing.fileio import write_atomic
 from smsgw.compose import LINK_TEMPLATE
 
@@ -51,52 +61,25 @@ log = logging.getLogger("kopir.run")
 RELAY_SECRET_FILE = Path("keys/relay.secret")
 
 
-@dataclass
-class Setup:
-    key: signing.SecretKey
-    trust_path: Path
-    log: signing.LogStore
-    public_dir: Path
+Setup = Prepared
+"""What the job needs from the data directory (see ``kopir.setup``)."""
 
 
 def say(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def prepare(config: Config) -> Setup:
-    """Make the data directory ready: key, trust root and log, creating what is missing."""
-    data = config.data_dir
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key_path = config.in_data(config.signing.key)
-    if not key_path.exists():
-        key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        signing.generate_key_pair(key_path.parent, key_path.stem, None)
-        say(f"created online signing key {key_path} (mode 0600, not encrypted)")
-    key = signing.load_secret_key(key_path)
-    log_key = config.in_data(config.log.key) if config.log.key else None
-    log_store = signing.LogStore.open_or_create(
-        config.in_data(config.log.dir), config.log.origin, log_key
-    )
-    trust_path = config.in_data(config.signing.trust)
-    if not trust_path.exists():
-        _initial_trust_root(trust_path, key, log_store)
-        say(f"created trust root {trust_path} naming key {key.hex_id}")
-    public = data / "public"
-    public.mkdir(exist_ok=True)
-    return Setup(key, trust_path, log_store, public)
-
-
-def _initial_trust_root(path: Path, key: signing.SecretKey, log_store: signing.LogStore) -> None:
-    keys = (
-        signing.TrustKey("publisher", key.public_key, frozenset({"root", "lists", "links"})),
-        signing.TrustKey("log", log_store.public_key(), frozenset({"log"})),
-    )
-    threshold = {"root": 1, "lists": 1, "links": 1, "log": 1}
-    root = signing.TrustRoot(1, rfc3339(time.time() + 365 * 86400), keys, threshold)
-    data = root.encode()
-    write_atomic(path, data)
-    signature = signing.sign_trust_root(data, key)
-    signing.save_signature(path.with_name(signing.signature_name(path.name, signature)), signature)
+def prepare(config: Config) -> Prepared:
+    """Make the data directory ready (``kopir.setup``: what is missing is made, never
+    replaced), and say what was made."""
+    try:
+        prepared = setup_prepare(config)
+    except SetupError as exc:
+        raise CommandFailed(str(exc)) from None
+    for item in prepared.report.items:
+        if item.made:
+            say(f"created {item.what}: {item.path} (mode {item.mode:04o})")
+    return prepared
 
 
 def publish_checkpoint(setup: Setup) -> None:
@@ -190,6 +173,7 @@ class Job:
         self.stack = contextlib.AsyncExitStack()
         self.tasks: list[asyncio.Task[object]] = []
         self.keys = number_key(config)
+        self.history = StatusHistory(config.web.history)
 
     async def start(self) -> None:
         await self._start_relay()
@@ -198,15 +182,35 @@ class Job:
             self.config, key=self.setup.key, log_store=self.setup.log,
             number_key=self.keys, on_round=self._on_round,
         )  # fmt: skip
+        await self._start_web()
 
     def _on_round(self, report: RoundReport, now: float) -> None:
-        """Hook for the web app's history (set when the web app runs)."""
+        """Each publisher round goes into the status page's history."""
+        self.history.record_probe(report.results, now)
+        if report.published is not None:
+            build = report.published.build
+            self.history.record_list(build.document.version, build.healthy, build.relays, now)
+        self.history.record_queue({str(k): v for k, v in self.queue.counts().items()}, now)
+
+    async def _start_web(self) -> None:
+        sources = WebSources(relay_metrics=self.relay.metrics.render, key=self.setup.key)
+        try:
+            app = make_app(self.config, self.history, sources=sources)
+            for path, handler in smsgw.webhook_routes(self.backend).items():
+                app.router.add_route("GET", path, handler)
+                app.router.add_route("POST", path, handler)
+            runner = await serve_web(app, self.config.web.listen)
+        except WebError as exc:
+            raise ConfigError(f"{self.config.path}: {exc}") from None
+        self.stack.push_async_callback(runner.cleanup)
+        host, _ = parse_listen(self.config.web.listen)
+        say(f"web app on http://{host}:{bound_port(runner)}/ (status: /status, verifier: /verify)")
 
     async def _start_relay(self) -> None:
         settings, local_dc = await start_local_dc(self.config, relay_settings(self.config))
         if local_dc is not None:
             self.stack.push_async_callback(local_dc.stop)
-        relay = Relay(settings)
+        relay = self.relay = Relay(settings)
         await relay.start()
         self.stack.push_async_callback(relay.stop)
         for host, port in relay.addresses:
@@ -217,7 +221,7 @@ class Job:
         store = subscriber_store(config, self.keys)
         self.stack.callback(store.close)
         seed_test_subscribers(config, store)
-        queue = smsgw.Queue(config.in_data(config.sms.queue))
+        queue = self.queue = smsgw.Queue(config.in_data(config.sms.queue))
         self.stack.callback(queue.close)
         try:
             self.backend = smsgw.make_backend(config.sms, config.data_dir)
@@ -244,9 +248,22 @@ class Job:
         say(f"SMS: {sent.accepted} parts accepted, {sent.retried} to retry, {sent.failed} failed")
         return report
 
+    async def send(self) -> None:
+        """The worker, a window at a time, into the status history; idle waits are short so
+        replies to inbound commands go out within a second or so."""
+        backend = self.config.sms.backend
+        while not self.stop.is_set():
+            report = await self.worker.step()
+            now = time.time()
+            self.history.record_sends(backend, report.accepted, report.retried, report.failed, now)
+            if not report:
+                self.queue.expire(now)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 1.0)
+
     async def serve(self) -> None:
         self.spawn(self.publisher.loop(self.stop, lambda: publish_checkpoint(self.setup)))
-        self.spawn(self.worker.run(self.stop))
+        self.spawn(self.send())
         await self.stop.wait()
         say("kopir run: stopping")
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -5,10 +5,13 @@ subscriber's signed links in the outbox, which ``kopir verify sms`` accepts."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import signing
@@ -21,19 +24,34 @@ from tests.relay.test_relay_cli import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def example_config(tmp_path: Path) -> Path:
+WEB_PORTS: dict[Path, int] = {}
+
+
+def example_config(tmp_path: Path, text: str | None = None) -> Path:
     """The example config as shipped, moved to free loopback ports (tests run side by side)."""
-    text = (ROOT / "config.example.toml").read_text()
+    text = (ROOT / "config.example.toml").read_text() if text is None else text
+    web = free_port()
     for old, new in [
         ('listen = ["127.0.0.1:8443"]', f'listen = ["127.0.0.1:{free_port()}"]'),
         ('metrics_listen = "127.0.0.1:9464"', f'metrics_listen = "127.0.0.1:{free_port()}"'),
-        ('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{free_port()}"'),
+        ('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{web}"'),
+        ("mask_port = 8080", f"mask_port = {web}"),
     ]:
-        assert text.count(old) <= 1, old
+        assert text.count(old) == 1, old
         text = text.replace(old, new)
     path = tmp_path / "config.toml"
     path.write_text(text)
+    WEB_PORTS[path] = web
     return path
+
+
+def get(url: str, token: str = "") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def outbox_texts(data: Path) -> dict[str, str]:
@@ -80,19 +98,29 @@ def test_run_once_brings_up_the_whole_pipeline(tmp_path: Path) -> None:
     assert len(read_outbox(data / "sms/outbox")) == 4  # nothing sent twice
 
 
-def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def test_run_serves_the_web_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     config = example_config(tmp_path)
+    token = "a-test-token-of-some-length"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kopir.cli", "run", "-c", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "KOPIR_WEB_TOKEN": token},
     )
     try:
         deadline = time.monotonic() + 60
         while len(read_outbox(tmp_path / "data/sms/outbox")) < 4:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
+        site = f"http://127.0.0.1:{WEB_PORTS[config]}"
+        status, body = get(f"{site}/list.json")
+        assert status == 200 and body == (tmp_path / "data/lists/list.json").read_bytes()
+        assert get(f"{site}/status")[0] in (401, 403)
+        status, page = get(f"{site}/status", token)
+        assert status == 200 and b"<svg" in page and b"local:local" in page
+        status, metrics = get(f"{site}/metrics", token)
+        assert status == 200 and b"relay_" in metrics
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:

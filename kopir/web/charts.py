@@ -67,9 +67,11 @@ def _empty(ident: str, title: str, width: int = WIDTH, height: int = 60) -> str:
     )
 
 
-def _text(x: float, y: float, label: str, anchor: str = "start", size: int = 11) -> str:
+def _text(
+    x: float, y: float, label: str, anchor: str = "start", size: int = 11, fill: str = INK
+) -> str:
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{INK}" '
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}" '
         f'font-size="{size}">{escape(label)}</text>'
     )
 
@@ -100,7 +102,7 @@ def time_chart(ident: str, title: str, series: Sequence[Series], unit: str) -> s
         )
         x, y = xy(*s.points[-1]).split(",")
         parts.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>')
-        parts.append(_text(PAD_LEFT + 4 + 150 * i, PAD_TOP + 10, f"● {s.name}", size=11))
+        parts.append(_text(PAD_LEFT + 4 + 150 * i, PAD_TOP + 10, f"● {s.name}", fill=colour))
     return "".join(parts) + "</svg>"
 
 

@@ -479,8 +479,12 @@ def test_failed_logins_are_rate_limited_per_client(site: DataSite) -> None:
         server.close()
 
 
-def test_cross_site_login_is_refused(served: Served) -> None:
-    reply = served.login(headers={"Origin": "https://evil.example"})
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site", "Origin": "null"}],
+)
+def test_cross_site_login_is_refused(served: Served, headers: dict[str, str]) -> None:
+    reply = served.login(headers=headers)
     assert reply.status == 403 and "another site" in reply.text
 
 

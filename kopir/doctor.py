@@ -66,6 +66,7 @@ async def diagnose(config_path: Path) -> list[Check]:
     checks += [check_relay(config), check_publisher(config), check_trust(config)]
     checks += file_checks(config)
     checks += [check_port(key, text) for key, text in listen_addresses(config)]
+    checks += shared_ports(listen_addresses(config))
     checks += await network_checks(config)
     return checks
 
@@ -220,6 +221,26 @@ def listen_addresses(config: Config) -> list[tuple[str, str]]:
     if config.web.listen:
         found.append(("[web] listen", config.web.listen))
     return found
+
+
+def shared_ports(addresses: list[tuple[str, str]]) -> list[Check]:
+    """Two of our own servers on one port: each is free now, but kopir run would clash."""
+    keys: dict[int, list[str]] = {}
+    for key, text in addresses:
+        try:
+            keys.setdefault(parse_host_port(text)[1], []).append(key)
+        except ValueError:
+            continue  # reported by check_port
+    return [
+        Check(
+            f"port {port}",
+            "fail",
+            f"used by both {' and '.join(names)}",
+            f"give {names[-1]} another port",
+        )
+        for port, names in keys.items()
+        if len(names) > 1 and port != 0
+    ]
 
 
 def check_port(key: str, text: str) -> Check:

@@ -263,6 +263,16 @@ def test_ports_held_by_a_running_kopir_are_fine(site: Site) -> None:
         assert f"in use by a running kopir (pid {proc.pid}: kopir relay serve)" in check.detail
 
 
+def test_two_of_our_servers_on_one_port_fail(site: Site) -> None:
+    port = free_port()
+    site.table["relay"]["metrics_listen"] = f"127.0.0.1:{port}"
+    site.set("web", "listen", f"127.0.0.1:{port}")
+    check = site.diagnose()[f"port {port}"]
+    assert check.status == "fail"
+    assert check.detail == "used by both [relay] metrics_listen and [web] listen"
+    assert check.fix == "give [web] listen another port"
+
+
 def test_an_unreachable_mask_host_fails(site: Site) -> None:
     port = free_port()
     site.set("relay", "mask_port", port)

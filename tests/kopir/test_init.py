@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
 from importlib import resources
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 import signing
 from kopir.config import load_config
+from kopir.setup import prepare
 from signing.minisign import parse_secret_key
 from tests.cli import kopir
 
@@ -180,6 +182,21 @@ def test_a_lone_public_key_is_not_silently_paired_with_a_new_secret(tmp_path: Pa
     assert result.returncode == 1 and result.stderr.count("\n") == 1
     assert "publisher.pub exists but its secret key" in result.stderr
     assert not (tmp_path / "data/keys/publisher.key").exists()
+
+
+def test_prepare_readies_a_fresh_data_dir_for_kopir_run(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
+    config = load_config(tmp_path / "config.toml")
+    ready = prepare(config)
+    made = {item.what for item in ready.report.items if item.made}
+    assert {"data_dir", "signing_key", "log", "log_key", "trust_root"} <= made
+    assert ready.key.hex_id == ready.report.key_id and ready.log.size == 0
+    assert ready.public_dir == tmp_path / "data/public" and ready.public_dir.is_dir()
+    assert ready.trust_path == tmp_path / "data/trust.json"
+    before = snapshot(tmp_path / "data")
+    again = prepare(config)
+    assert not any(item.made for item in again.report.items)
+    assert again.key.key_id == ready.key.key_id and snapshot(tmp_path / "data") == before
 
 
 @pytest.mark.slow

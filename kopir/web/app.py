@@ -79,11 +79,17 @@ class WebError(Exception):
 class Refused(Exception):
     """A request is answered with ``status`` and ``reason`` (always 4xx or 503)."""
 
-    def __init__(self, status: int, reason: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: Mapping[str, str] | None = None,
+        login: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.status, self.reason = status, reason
         self.headers = dict(headers or {})
-        self.login = False
+        self.login = login
         """Answer with the login form (a browser that is not logged in)."""
 
 
@@ -204,9 +210,7 @@ class Site:
         session = request.cookies.get(COOKIE)
         if session and self.sessions.valid(session, now):
             return
-        refused = Refused(401, "log in first, or send Authorization: Bearer <token>", _ASK)
-        refused.login = True
-        raise refused
+        raise Refused(401, "log in first, or send Authorization: Bearer <token>", _ASK, login=True)
 
     def _check_limit(self, client: str, now: float) -> None:
         wait = self.limiter.wait(client, now)

@@ -5,9 +5,9 @@ Theory of operation
 The operator has one secret, ``[web] token`` (or the environment variable ``env:NAME`` names).
 A request proves it either with ``Authorization: Bearer <token>`` (scripts, Prometheus) or
 with a session cookie that ``POST /login`` sets after the token was typed into the form
-(browsers). Tokens are compared with ``hmac.compare_digest`` over their UTF-8 bytes, so the
-time taken says nothing about how much of a guess was right. No token (empty, or the
-variable unset) means the operator routes are off, not open.
+(browsers). Tokens are compared with ``hmac.compare_digest`` over the SHA-256 of their UTF-8
+bytes, so the time taken says nothing about how much of a guess was right, or its length.
+No token (empty, or the variable unset) means the operator routes are off, not open.
 
 A session id is 32 random bytes (``secrets.token_urlsafe``). :class:`Sessions` keeps only
 their SHA-256 digests with an expiry, at most ``MAX_SESSIONS`` of them (the oldest is dropped
@@ -53,8 +53,11 @@ def resolve_token(value: str, environ: Mapping[str, str]) -> str | None:
 
 
 def token_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison of a presented token with the configured one."""
-    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+    """Constant-time comparison of a presented token with the configured one (their SHA-256
+    digests are compared, so not even the token's length shows in the time taken)."""
+    mine = hashlib.sha256(expected.encode("utf-8")).digest()
+    theirs = hashlib.sha256(given.encode("utf-8", "replace")).digest()
+    return hmac.compare_digest(theirs, mine)
 
 
 def bearer(header: str) -> str | None:

@@ -232,6 +232,22 @@ def test_login_form(
     assert "Set-Cookie" not in reply.headers
 
 
+@FUZZ
+@given(
+    cookie=st.one_of(st.none(), HEADER_VALUE.map(lambda v: f"kopir_session={v}")),
+    site_header=st.one_of(st.none(), st.sampled_from(["same-origin", "cross-site"]), HEADER_VALUE),
+)
+def test_logout(served: Served, cookie: str | None, site_header: str | None) -> None:
+    headers = {}
+    if cookie is not None:
+        headers["Cookie"] = cookie
+    if site_header is not None:
+        headers["Sec-Fetch-Site"] = site_header
+    reply = served.request("POST", "/logout", headers, b"")
+    sane(reply)
+    assert reply.status in (303, 403)
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [

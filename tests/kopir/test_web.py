@@ -28,6 +28,7 @@ import signing
 from kopir.config import Config, load_config
 from kopir.listcmd import list_policy, publisher_relays
 from kopir.web import StatusHistory, WebError, WebSources, bound_port, make_app, serve_web
+from kopir.web.auth import LoginLimiter, Sessions, resolve_token, token_matches
 from proxylist import STAGES, ListStore, PortResult, ProbeResult, Relay, StageResult, publish
 from signing import tlog
 from signing.canonical import rfc3339
@@ -605,3 +606,39 @@ def test_verify_serves_the_offline_verifier_with_its_inline_code_hashed(served: 
     if "<script" in reply.text:
         assert "script-src 'sha256-" in policy
     assert "connect-src" not in policy  # the verifier may fetch nothing
+
+
+# -- the auth core, without HTTP ------------------------------------------------------------
+
+
+def test_sessions_table_is_bounded_and_keeps_the_newest() -> None:
+    sessions = Sessions(lifetime=60, limit=3)
+    ids = [sessions.create(NOW) for _ in range(5)]
+    assert [sessions.valid(i, NOW) for i in ids] == [False, False, True, True, True]
+    assert len(sessions) == 3 and not sessions.valid(ids[-1], NOW + 60)
+
+
+def test_login_limiter_window_slides_per_client() -> None:
+    limiter = LoginLimiter(failures=2, window=10)
+    limiter.failed("a", NOW)
+    limiter.failed("a", NOW + 5)
+    assert limiter.wait("a", NOW + 6) == pytest.approx(4)
+    assert limiter.wait("b", NOW + 6) == 0  # another client is not held up
+    assert limiter.wait("a", NOW + 10) == 0  # the first failure aged out
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        ("", {}, None),
+        ("env:T", {}, None),
+        ("env:T", {"T": ""}, None),
+        ("env:T", {"T": TOKEN}, TOKEN),
+        (TOKEN, {}, TOKEN),
+    ],
+)
+def test_token_from_config_or_environment(
+    value: str, environ: dict[str, str], expected: str | None
+) -> None:
+    assert resolve_token(value, environ) == expected
+    assert token_matches(TOKEN, TOKEN) and not token_matches(TOKEN[:-1], TOKEN)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from signing import tlog
@@ -32,7 +32,10 @@ FUZZ = settings(
 RAW = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#%?"))
 ANY_TEXT = st.text(max_size=40)
 SEGMENT = st.one_of(RAW, ANY_TEXT.map(lambda t: quote(t, safe="")))
+SMALL = st.integers(-1, 5).map(str)
 NUMBERISH = st.one_of(
+    SMALL,
+    SMALL,
     st.integers(-3, 12).map(str),
     st.integers(0, 2**70).map(str),
     st.sampled_from(["", "00", "01", "1e3", "0x1", " 1", "1.0", "+1", "١"]),
@@ -57,6 +60,7 @@ def served(site: DataSite) -> Iterator[Served]:
 
 def sane(reply: Reply) -> None:
     """No 5xx; a refusal says why; every response has the security headers."""
+    event(f"status {reply.status}")  # --hypothesis-show-statistics shows what was reached
     assert reply.status < 500, (reply.status, reply.text[:300])
     check_headers(reply)
     if reply.status >= 400:
@@ -70,9 +74,21 @@ def query(params: list[tuple[str, str]]) -> str:
 # -- path segments --------------------------------------------------------------------------
 
 
+# "KID" stands for the signing key's real id (it is random, so the test fills it in).
+KEY_IDS = st.sampled_from(["", "", "KID", "KID", "0", "ABC", "kid"])
+VERSION_NAMES = st.one_of(
+    SEGMENT,
+    st.sampled_from(["1.json", "3.json", "2.json.KID.minisig", "2.json.kid.minisig"]),
+    st.tuples(SMALL, KEY_IDS, st.sampled_from(["", ".minisig", ".minisig", ".sig"])).map(
+        lambda t: f"{t[0]}.json" + (f".{t[1]}{t[2]}" if t[1] or t[2] else "")
+    ),
+)
+
+
 @FUZZ
-@given(name=SEGMENT)
+@given(name=VERSION_NAMES)
 def test_version_file_names(served: Served, site: DataSite, name: str) -> None:
+    name = name.replace("KID", site.key.hex_id).replace("kid", site.key.hex_id.lower())
     reply = served.get(f"/lists/versions/{name}")
     sane(reply)
     if reply.status == 200:
@@ -109,9 +125,26 @@ def test_any_path(served: Served, path: str) -> None:
 
 # -- query strings --------------------------------------------------------------------------
 
-PROOF_PARAMS = st.lists(
-    st.tuples(st.sampled_from(["index", "size", "old", "new", "format", "x"]), NUMBERISH),
-    max_size=4,
+PROOF_PARAMS = st.one_of(
+    st.lists(
+        st.tuples(st.sampled_from(["index", "size", "old", "new", "format", "x"]), NUMBERISH),
+        max_size=4,
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "index": NUMBERISH,
+            "size": NUMBERISH,
+            "old": NUMBERISH,
+            "new": NUMBERISH,
+            "format": st.sampled_from(["json", "text", "xml", ""]),
+        },
+    ).map(lambda d: list(d.items())),
+    st.tuples(st.integers(0, 4), st.integers(0, 4)).flatmap(
+        lambda t: st.sampled_from(
+            [[("index", str(t[0])), ("size", str(t[1]))], [("old", str(t[0])), ("new", str(t[1]))]]
+        )
+    ),
 )
 
 
@@ -214,7 +247,7 @@ ENCODINGS = st.one_of(
             lambda fields: query(fields).encode()
         ),
     ),
-    origin=st.one_of(st.none(), HEADER_VALUE),
+    origin=st.one_of(st.none(), st.just("null"), HEADER_VALUE),
     encoding=ENCODINGS,
 )
 def test_login_form(

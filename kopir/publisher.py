@@ -129,31 +129,29 @@ class Publisher:
         relays = healthy_relays(config)
         book = LinkBook(self.key, relays, config.signing.link_expiry, config.signing.link_scheme)
         expires = now + config.signing.link_expiry
-        queued = people = 0
+        people = 0
         with (
             _subscribers(config, self.number_key) as store,
             open_distributor(config, relays) as record,
         ):
-            queue = smsgw.Queue(config.in_data(config.sms.queue))
-            try:
-                for pool, members in _by_pool(store).items():
-                    try:
-                        given = record.assign_many([m.number for m in members], pool, now)
-                    except DistributionError as exc:  # e.g. no healthy relay in this pool
-                        log.warning("%d subscribers in pool %s get nothing: %s",
-                                    len(members), pool, exc)  # fmt: skip
-                        continue
-                    for member, assignment in zip(members, given, strict=True):
-                        for i, link in enumerate(book.links(assignment.relays, now), 1):
-                            campaign = f"list-v{version}-e{epoch}-{i}"
-                            queued += len(smsgw.enqueue(
-                                queue, self.number_key, member.number, campaign,
-                                link_message(link), now, expires,
-                            ))  # fmt: skip
-                        store.mark_sent(member.ref, now)
-                        people += 1
-            finally:
-                queue.close()
+            rows: list[smsgw.NewMessage] = []
+            for pool, members in _by_pool(store).items():
+                try:
+                    given = record.assign_many([m.number for m in members], pool, now)
+                except DistributionError as exc:  # e.g. no healthy relay in this pool
+                    log.warning("%d subscribers in pool %s get nothing: %s",
+                                len(members), pool, exc)  # fmt: skip
+                    continue
+                for member, assignment in zip(members, given, strict=True):
+                    for i, link in enumerate(book.links(assignment.relays, now), 1):
+                        campaign = f"list-v{version}-e{epoch}-{i}"
+                        rows += smsgw.new_messages(
+                            self.number_key, member.number, campaign, link_message(link), expires
+                        )
+                    store.mark_sent(member.ref, now)
+                    people += 1
+            with smsgw.Queue(config.in_data(config.sms.queue)) as queue:
+                queued, _ = queue.enqueue_many(rows, now)
         return queued, people
 
 

@@ -121,14 +121,16 @@ def sms_campaign(args: argparse.Namespace) -> int:
     chosen = backend(config)
     key, queue = _key(config), _queue(config)
     now = time.time()
+    rows: list[smsgw.NewMessage] = []
     with _store(config) as store:
         subscribers = list(store.iter_all())
         for i, sub in enumerate(subscribers):
-            enqueue(queue, key, sub.number, name, link_message(links[i % len(links)]), now)
+            link = link_message(links[i % len(links)])
+            rows += smsgw.new_messages(key, sub.number, name, link)
             if args.instructions:
-                enqueue(
-                    queue, key, sub.number, f"{name}-help", instruction_message(sub.language), now
-                )
+                help_text = instruction_message(sub.language)
+                rows += smsgw.new_messages(key, sub.number, f"{name}-help", help_text)
+    queue.enqueue_many(rows, now)  # one transaction: enqueueing twice still sends once
     try:
         report = asyncio.run(_send_all(config, queue, key, chosen))
     finally:

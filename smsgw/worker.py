@@ -55,8 +55,21 @@ def enqueue(
     expires_at: float | None = None,
 ) -> list[int]:
     """Queue every part of ``message`` for ``number`` (E.164); returns the queue ids."""
+    rows = new_messages(key, number, campaign, message, expires_at)
+    return [queue.enqueue(row, now) for row in rows]
+
+
+def new_messages(
+    key: NumberKey,
+    number: str,
+    campaign: str,
+    message: Segmentation,
+    expires_at: float | None = None,
+) -> list[NewMessage]:
+    """The queue rows for every part of ``message`` to ``number`` (E.164), for
+    ``Queue.enqueue_many``: a campaign queues all its rows in one transaction."""
     ref, blob = key.ref(number), key.encrypt(number)
-    rows = [
+    return [
         NewMessage(
             campaign=campaign,
             recipient_ref=ref,
@@ -72,7 +85,6 @@ def enqueue(
         )
         for i, part in enumerate(message.parts, start=1)
     ]
-    return [queue.enqueue(row, now) for row in rows]
 
 
 def subscriber_commands(
@@ -197,8 +209,11 @@ class Worker:
 
     def _record(self, result: SendResult, report: StepReport, attempts: int) -> None:
         now = self.clock()
-        if result.status == "accepted" and result.provider_id:
-            self.queue.accepted(result.message_id, result.provider_id, now)
+        if result.status == "accepted":
+            # An SMSC may accept with an empty message id: the message was taken all the same,
+            # only its receipts cannot be matched.
+            provider_id = result.provider_id or f"no-id-{result.message_id}"
+            self.queue.accepted(result.message_id, provider_id, now)
             report.accepted += 1
         elif result.status == "retry":
             delay = result.retry_after

@@ -84,8 +84,8 @@ def load_trust(trust_json: bytes) -> TrustRoot:
         return parse_trust_root(trust_json)
     except SigningError as exc:
         raise VerifierError(
-            f"cannot build the verifier page: {exc}; give the publisher's trust.json "
-            "(kopir trust init writes one)"
+            f"cannot build the verifier page from this trust root: {exc}; give the publisher's "
+            "trust.json (kopir trust init writes one)"
         ) from None
 
 

@@ -46,7 +46,7 @@ FLAGS = (
     "--mute-audio",
     "--hide-scrollbars",
     "--proxy-server=http://127.0.0.1:9",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]",
     "--remote-debugging-pipe",
 )
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -6,13 +6,16 @@ and the page's embedding of the trust root, in Python and through ``kopir verifi
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
 import re
+import threading
 import time
 from datetime import datetime
 from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from kopir.signcmd import find_links
 from kopir.verifier import VerifierError, content_security_policy, render_verifier
 from signing.minisign import SecretKey
 from signing.trust import TrustKey, TrustRoot
-from tests.chromium import ARTIFACTS, Browser
+from tests.chromium import ARTIFACTS, Browser, ChromiumError
 from tests.cli import kopir
 
 SECRET = "ee" + "0123456789abcdef" * 2 + b"example.com".hex()
@@ -191,6 +194,7 @@ def test_the_verdict_is_announced_and_follows_the_language(
                 document.querySelector('label[for=message]').textContent]; })()"""
     )
     assert region == ["status", "polite", "true", "SMS text or link"]
+    assert tab.evaluate("document.getElementById('trust-expired').hidden") is True
     check_text(tab, signed(keys["alice"], -7200))
     tab.evaluate("document.querySelector('[data-lang=kk]').click(); 0")
     texts = tab.evaluate(
@@ -219,6 +223,48 @@ def test_keyboard_alone_checks_a_link(
     assert tab.evaluate("document.querySelector('#verdict .result').dataset.verdict") == "valid"
     tab.evaluate("document.querySelector('#verdict a.open').focus(); 0")
     tab.screenshot(ARTIFACTS / "verifier-keyboard-focus.png")
+
+
+def test_an_expired_trust_root_is_pointed_out(
+    browser: Browser, keys: dict[str, SecretKey], tmp_path: Path
+) -> None:
+    alice = TrustKey("alice", keys["alice"].public_key, frozenset({"root", "lists", "links"}))
+    old = TrustRoot(1, "2021-03-01T00:00:00Z", (alice,), THRESHOLDS)
+    path = tmp_path / "old.html"
+    path.write_text(render_verifier(old.encode()), encoding="utf-8")
+    tab = browser.new_page()
+    tab.goto(path.as_uri() + "#lang=ru", offline=True)
+    warning = tab.evaluate(
+        "(() => { const w = document.getElementById('trust-expired');"
+        " return [w.hidden, w.textContent]; })()"
+    )
+    expired = "Корень доверия этой страницы истёк 2021-03-01 00:00 UTC."
+    assert warning == [False, expired + " Найдите более новую копию страницы."]
+    tab.screenshot(ARTIFACTS / "verifier-expired-trust-root-ru.png")
+
+
+def test_served_over_loopback_http_it_works_and_outside_stays_unreachable(
+    browser: Browser, page_file: Path, keys: dict[str, SecretKey]
+) -> None:
+    """As the web app serves it at /verify; tests/chromium.py reaches 127.0.0.1 and nothing else."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(page_file.parent))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        tab = browser.new_page()
+        url = f"http://127.0.0.1:{server.server_address[1]}/{page_file.name}"
+        tab.goto(url)
+        [box] = check_text(tab, signed(keys["alice"]))
+        assert box["verdict"] == "valid" and tab.requests() == [url]
+        with pytest.raises(
+            ChromiumError, match="ERR_PROXY_CONNECTION_FAILED|ERR_NAME_NOT_RESOLVED"
+        ):
+            tab.goto("http://example.com/")
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
 
 
 # -- the fallback's Ed25519 and SHA-512 against RFC 8032, hashlib and cryptography ---------------

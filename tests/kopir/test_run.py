@@ -41,6 +41,7 @@ def example_config(tmp_path: Path, text: str | None = None) -> Path:
         text = text.replace(old, new)
     path = tmp_path / "config.toml"
     path.write_text(text)
+    path.chmod(0o600)
     WEB_PORTS[path] = web
     return path
 

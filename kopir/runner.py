@@ -43,6 +43,7 @@ from kopir.relaycmd import relay_settings, start_local_dc
 from kopir.setup import Prepared, SetupError
 from kopir.setup import prepare as setup_prepare
 from kopir.web import (
+    StatusError,
     StatusHistory,
     WebError,
     WebSources,
@@ -173,7 +174,10 @@ class Job:
         self.stack = contextlib.AsyncExitStack()
         self.tasks: list[asyncio.Task[object]] = []
         self.keys = number_key(config)
-        self.history = StatusHistory(config.web.history)
+        try:
+            self.history = StatusHistory(config.web.history)
+        except StatusError as exc:
+            raise ConfigError(f"{config.path}: [web] history: {exc}") from None
 
     async def start(self) -> None:
         await self._start_relay()

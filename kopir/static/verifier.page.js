@@ -351,6 +351,7 @@ a link that verified.
   }
 
   core.malformedText = malformedText;
+  core.MALFORMED_CODES = MALFORMED.en;
   core.trust = trust;
   start();
 })();

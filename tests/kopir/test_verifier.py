@@ -564,23 +564,77 @@ def browser_parse(tab: Any, texts: list[str]) -> list[dict[str, Any]]:
     )
 
 
-@SLOW
+@settings(SLOW, max_examples=150)
 @given(st.lists(st.one_of(link_texts(), st.text(max_size=40)), min_size=1, max_size=25))
 def test_the_page_parses_links_exactly_as_signing_link_does(page: Any, texts: list[str]) -> None:
     assert browser_parse(page, texts) == [python_parse(text) for text in texts]
 
 
-def test_links_of_every_kind_parse_alike(page: Any) -> None:
-    """Signed, socks with a UTF-8 user, IPv6 with a scope, a padded base64url dd secret."""
-    sample = [
-        RELAY + f"&kid={'A' * 11}&exp=2026010100&sig={'A' * 86}",
-        "tg://socks?server=h&port=1&user=a%C3%A9&pass=b%20c",
-        "tg://proxy?server=[fe80::1%25eth0]&port=1&secret=" + "ab" * 16,
-        "tg://proxy?server=h&port=1&secret=" + b64url(b"\xdd" + bytes(16)) + "==",
-    ]
-    results = browser_parse(page, sample)
-    assert results == [python_parse(text) for text in sample]
-    assert all("link" in r for r in results), results
+SIG = f"&kid={'A' * 11}&exp=2026010100&sig={'A' * 86}"
+HEX16 = "ab" * 16
+EDGE_LINKS = [
+    RELAY + SIG,  # valid, signed
+    "tg://socks?server=h&port=1&user=a%C3%A9&pass=b%20c",  # valid: UTF-8 user
+    f"tg://proxy?server=[fe80::1%25eth0]&port=1&secret={HEX16}",  # valid: IPv6 with a scope
+    f"tg://proxy?server=::ffff:1.2.3.4&port=1&secret={HEX16}",  # valid: IPv4 tail
+    "tg://proxy?server=h&port=1&secret=" + b64url(b"\xdd" + bytes(16)) + "==",  # padded b64url
+    f"TG://PROXY?SERVER=H.&Port=65535&secret={HEX16.upper()}",  # upper case everywhere
+    "tg://proxy?" + "a" * 2048,
+    f"tg://proxy?server=ж&port=1&secret={HEX16}",
+    "tg://resolve?domain=x",
+    "tg://proxy",
+    f"tg://proxy?server=h&port=1&secret={HEX16}#x",
+    f"tg://proxy?server&port=1&secret={HEX16}",
+    f"tg://proxy?=h&port=1&secret={HEX16}",
+    f"tg://proxy?server=a&SERVER=b&port=1&secret={HEX16}",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&user=x",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&averyveryverylongparametername=1",
+    f"tg://proxy?server=%ff&port=1&secret={HEX16}",
+    f"tg://proxy?server=%C3%A9&port=1&secret={HEX16}",  # non-ASCII server after decoding
+    f"tg://proxy?server=&port=1&secret={HEX16}",
+    f"tg://proxy?port=1&secret={HEX16}",
+    f"tg://proxy?server=a..b&port=1&secret={HEX16}",
+    f"tg://proxy?server=1::2::3&port=1&secret={HEX16}",
+    f"tg://proxy?server=::1.2.3.04&port=1&secret={HEX16}",
+    f"tg://proxy?server=h&port=0443&secret={HEX16}",
+    f"tg://proxy?server=h&port=00&secret={HEX16}",
+    f"tg://proxy?server=h&port=0&secret={HEX16}",
+    f"tg://proxy?server=h&port=65536&secret={HEX16}",
+    f"tg://proxy?server=h&port=123456&secret={HEX16}",
+    f"tg://proxy?server=h&port=44x&secret={HEX16}",
+    "tg://proxy?server=h&port=1",
+    "tg://proxy?server=h&port=1&secret=",
+    "tg://proxy?server=h&port=1&secret=abc",  # odd hex: base64url of 2 bytes
+    "tg://proxy?server=h&port=1&secret=a",  # one base64 character past a group
+    "tg://proxy?server=h&port=1&secret=zz!",
+    "tg://proxy?server=h&port=1&secret=" + "ee" + HEX16 + "2f2f",  # ee + domain "//"
+    "tg://proxy?server=h&port=1&secret="
+    + "ee"
+    + HEX16
+    + "4558414d504c452e434f4d",  # valid: EXAMPLE.COM
+    "tg://proxy?server=h&port=1&secret=" + "dd" + HEX16 + "00",
+    "tg://proxy?server=h&port=1&secret==",
+    "tg://socks?server=h&port=1&user=a",
+    "tg://socks?server=h&port=1&user=a:b&pass=c",
+    "tg://socks?server=h&port=1&user=a&pass=b%0a",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid=x&sig=y",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid={'A' * 10}B&exp=2026010100&sig={'A' * 86}",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid={'A' * 11}&exp=2026010100&sig={'A' * 85}B",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid={'A' * 11}&exp=20260101&sig={'A' * 86}",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid={'A' * 11}&exp=2026022900&sig={'A' * 86}",
+    f"tg://proxy?server=h&port=1&secret={HEX16}&kid={'A' * 11}&exp=1969123123&sig={'A' * 86}",
+]
+
+
+def test_edge_links_parse_alike_and_reach_every_message(page: Any) -> None:
+    expected = [python_parse(text) for text in EDGE_LINKS]
+    assert browser_parse(page, EDGE_LINKS) == expected
+    reasons = {r["error"] for r in expected if "error" in r}
+    templates = page.evaluate("Object.values(kopirVerifier.MALFORMED_CODES)")
+    patterns = {t: re.escape(t).replace(re.escape("{0}"), "'.*'") for t in templates}
+    unreached = {t for t, p in patterns.items() if not any(re.fullmatch(p, r) for r in reasons)}
+    assert unreached == {"link is not signed (no kid, exp and sig)"}  # verify_link's, not parse's
+    assert sum("link" in r for r in expected) == 7
 
 
 CROSS_START = 1704067200  # 2024-01-01, before bob's revocation on 2024-06-01

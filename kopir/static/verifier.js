@@ -268,8 +268,7 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
 
   const JS_ENGINE = {
     name: "js",
-    verify: async (publicKey, signature, message) =>
-      ed25519Verify(publicKey, signature, message),
+    verify: async (publicKey, signature, message) => ed25519Verify(publicKey, signature, message),
   };
 
   async function webCryptoEngine() {
@@ -286,7 +285,10 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
       const id = toHex(publicKey);
       if (!imported.has(id)) {
         const key = subtle.importKey("raw", publicKey, algorithm, false, ["verify"]);
-        imported.set(id, key.catch(() => null));
+        imported.set(
+          id,
+          key.catch(() => null),
+        );
       }
       const key = await imported.get(id);
       if (key === null) return ed25519Verify(publicKey, signature, message);
@@ -312,9 +314,12 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
   const SOCKS_PARAMS = new Set(["server", "port", "user", "pass", "kid", "exp", "sig"]);
   const LABEL = "[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?";
   const HOSTNAME = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`);
-  const DOMAIN_BYTES = new Set(Array.from("abcdefghijklmnopqrstuvwxyz0123456789.-", (c) => c.charCodeAt(0)));
+  const DOMAIN_BYTES = new Set(
+    Array.from("abcdefghijklmnopqrstuvwxyz0123456789.-", (c) => c.charCodeAt(0)),
+  );
   // Python's str.strip() white space.
-  const PY_SPACE = "[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+  const PY_SPACE =
+    "[\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
   const PY_STRIP = new RegExp(`^${PY_SPACE}+|${PY_SPACE}+$`, "g");
   const LINK_PATTERN =
     /(?:https?:\/\/(?:t\.me|telegram\.me|telegram\.dog)\/(?:proxy|socks)|tg:\/\/(?:proxy|socks))\?[A-Za-z0-9\u0130\u0131\-._~%&=:\[\]+\/]+/giu;
@@ -495,7 +500,12 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
 
   function expTime(exp) {
     if (!/^[0-9]{10}$/.test(exp)) throw new Malformed("exp-format");
-    const [year, month, day, hour] = [exp.slice(0, 4), exp.slice(4, 6), exp.slice(6, 8), exp.slice(8)].map(Number);
+    const [year, month, day, hour] = [
+      exp.slice(0, 4),
+      exp.slice(4, 6),
+      exp.slice(6, 8),
+      exp.slice(8),
+    ].map(Number);
     const monthOk = month >= 1 && month <= 12;
     const days = monthOk ? new Date(Date.UTC(year, month, 0)).getUTCDate() : 0;
     if (year < 1970 || !monthOk || day < 1 || day > days || hour >= 24) {
@@ -506,7 +516,11 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
 
   function checkSignedFields(link) {
     const b64url = /^[A-Za-z0-9_-]*$/;
-    if (link.kid.length !== 11 || !"AEIMQUYcgkosw048".includes(link.kid[10]) || !b64url.test(link.kid)) {
+    if (
+      link.kid.length !== 11 ||
+      !"AEIMQUYcgkosw048".includes(link.kid[10]) ||
+      !b64url.test(link.kid)
+    ) {
       throw new Malformed("kid");
     }
     if (link.sig.length !== 86 || !"AQgw".includes(link.sig[85]) || !b64url.test(link.sig)) {
@@ -550,7 +564,8 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
       url += `&secret=${link.secret}`;
     } else if (link.secret) {
       const cut = link.secret.indexOf(":");
-      url += `&user=${pyQuote(link.secret.slice(0, cut))}&pass=${pyQuote(link.secret.slice(cut + 1))}`;
+      const [user, pass] = [link.secret.slice(0, cut), link.secret.slice(cut + 1)];
+      url += `&user=${pyQuote(user)}&pass=${pyQuote(pass)}`;
     }
     return link.sig === undefined ? url : `${url}&kid=${link.kid}&exp=${link.exp}&sig=${link.sig}`;
   }
@@ -588,7 +603,13 @@ browser's), engine=js forces the fallback. window.kopirVerifier exposes the piec
       };
     });
     const linkKeys = new Map(keys.filter((k) => k.roles.includes("links")).map((k) => [k.kid, k]));
-    return { version: root.version, expires: root.expires, expiresAt: rfc3339Time(root.expires), keys, linkKeys };
+    return {
+      version: root.version,
+      expires: root.expires,
+      expiresAt: rfc3339Time(root.expires),
+      keys,
+      linkKeys,
+    };
   }
 
   // One link's verdict, in signing.verify_link's order. `now` is Unix seconds.

@@ -25,11 +25,13 @@ a link that verified.
       expired: "Expired",
       expiredBody: "This link was valid until {until}. Ask for a new one.",
       "unknown-key": "Unknown key",
-      "unknown-keyBody": "This link was signed by key {kid}, which this page does not trust. Do not use it.",
+      "unknown-keyBody":
+        "This link was signed by key {kid}, which this page does not trust. Do not use it.",
       "revoked-key": "Revoked key",
       "revoked-keyBody": "Key {name} was withdrawn on {when}. Do not use this link.",
       "bad-signature": "Tampered",
-      "bad-signatureBody": "The signature does not match: someone changed or forged this link. Do not use it.",
+      "bad-signatureBody":
+        "The signature does not match: someone changed or forged this link. Do not use it.",
       malformed: "Malformed link",
       malformedBody: "This is not a correct signed proxy link: {what}.",
       linkOf: "Link {n} of {count}",
@@ -62,11 +64,13 @@ a link that verified.
       expired: "Срок действия истёк",
       expiredBody: "Ссылка действовала до {until}. Попросите новую.",
       "unknown-key": "Неизвестный ключ",
-      "unknown-keyBody": "Ссылка подписана ключом {kid}, которому эта страница не доверяет. Не используйте её.",
+      "unknown-keyBody":
+        "Ссылка подписана ключом {kid}, которому эта страница не доверяет. Не используйте её.",
       "revoked-key": "Отозванный ключ",
       "revoked-keyBody": "Ключ {name} отозван {when}. Не используйте эту ссылку.",
       "bad-signature": "Подделка",
-      "bad-signatureBody": "Подпись не совпадает: ссылку изменили или подделали. Не используйте её.",
+      "bad-signatureBody":
+        "Подпись не совпадает: ссылку изменили или подделали. Не используйте её.",
       malformed: "Неправильная ссылка",
       malformedBody: "Это не правильная подписанная ссылка на прокси: {what}.",
       linkOf: "Ссылка {n} из {count}",
@@ -75,8 +79,10 @@ a link that verified.
       open: "Открыть в Telegram",
       keys: "Ключи, которым доверяет эта страница",
       trustInfo: "Корень доверия версии {version}, действует до {until}. Его SHA-256: {sha}.",
-      trustExpired: "Корень доверия этой страницы истёк {until}. Найдите более новую копию страницы.",
-      noKeys: "В этом корне доверия нет ключей для ссылок, поэтому ни одной ссылке нельзя доверять.",
+      trustExpired:
+        "Корень доверия этой страницы истёк {until}. Найдите более новую копию страницы.",
+      noKeys:
+        "В этом корне доверия нет ключей для ссылок, поэтому ни одной ссылке нельзя доверять.",
       keyLine: "{name}: ключ {id}",
       revokedKey: " (отозван {when})",
       engineWebcrypto: "Подписи проверяются через WebCrypto браузера.",
@@ -99,11 +105,13 @@ a link that verified.
       expired: "Мерзімі өтті",
       expiredBody: "Бұл сілтеме {until} дейін жарамды болды. Жаңасын сұраңыз.",
       "unknown-key": "Белгісіз кілт",
-      "unknown-keyBody": "Сілтемеге {kid} кілтімен қол қойылған, бұл бет оған сенбейді. Оны пайдаланбаңыз.",
+      "unknown-keyBody":
+        "Сілтемеге {kid} кілтімен қол қойылған, бұл бет оған сенбейді. Оны пайдаланбаңыз.",
       "revoked-key": "Кері қайтарылған кілт",
       "revoked-keyBody": "{name} кілті {when} кері қайтарылды. Бұл сілтемені пайдаланбаңыз.",
       "bad-signature": "Жалған",
-      "bad-signatureBody": "Қолтаңба сәйкес келмейді: сілтемені біреу өзгерткен немесе қолдан жасаған. Оны пайдаланбаңыз.",
+      "bad-signatureBody":
+        "Қолтаңба сәйкес келмейді: сілтемені біреу өзгерткен немесе қолдан жасаған. Оны пайдаланбаңыз.",
       malformed: "Қате сілтеме",
       malformedBody: "Бұл дұрыс қол қойылған прокси сілтемесі емес: {what}.",
       linkOf: "{count} сілтеменің {n}-сі",
@@ -112,8 +120,10 @@ a link that verified.
       open: "Telegram-да ашу",
       keys: "Бұл бет сенетін кілттер",
       trustInfo: "Сенім түбірінің нұсқасы {version}, {until} дейін жарамды. Оның SHA-256: {sha}.",
-      trustExpired: "Бұл беттің сенім түбірінің мерзімі {until} өтті. Беттің жаңа көшірмесін табыңыз.",
-      noKeys: "Бұл сенім түбірінде сілтемелерге арналған кілт жоқ, сондықтан ешбір сілтемеге сенуге болмайды.",
+      trustExpired:
+        "Бұл беттің сенім түбірінің мерзімі {until} өтті. Беттің жаңа көшірмесін табыңыз.",
+      noKeys:
+        "Бұл сенім түбірінде сілтемелерге арналған кілт жоқ, сондықтан ешбір сілтемеге сенуге болмайды.",
       keyLine: "{name}: кілт {id}",
       revokedKey: " ({when} кері қайтарылған)",
       engineWebcrypto: "Қолтаңбаларды браузердің WebCrypto құралы тексереді.",
@@ -194,7 +204,8 @@ a link that verified.
       "secret-encoding": "secret hex те, base64url де емес",
       "fake-tls-domain": "fake-TLS secret ішіндегі домен хост аты емес",
       "secret-kind": "secret 16 байт, dd+16 байт немесе ee+16 байт+домен болуы керек",
-      "socks-pair": "socks сілтемесінде user мен pass екеуі де болуы керек, не екеуі де болмауы керек",
+      "socks-pair":
+        "socks сілтемесінде user мен pass екеуі де болуы керек, не екеуі де болмауы керек",
       "socks-user": "socks пайдаланушы атында ':' немесе жол ауысуы болмауы керек",
       "partly-signed": "kid, exp және sig үшеуі де болуы керек",
       kid: "kid 11 base64url таңбасынан тұруы керек",
@@ -219,7 +230,9 @@ a link that verified.
   }
 
   function fill(template, values) {
-    return template.replace(/\{(\w+)\}/g, (all, name) => (name in values ? String(values[name]) : all));
+    return template.replace(/\{(\w+)\}/g, (all, name) =>
+      name in values ? String(values[name]) : all,
+    );
   }
 
   const t = (name, values = {}) => fill(TEXT[state.lang][name], values);
@@ -257,7 +270,10 @@ a link that verified.
   function renderResult(result, index, count) {
     const [title, body] = verdictTexts(result);
     const good = result.reason === "valid";
-    const box = element("article", { class: `result ${good ? "good" : "bad"}`, "data-verdict": result.reason });
+    const box = element("article", {
+      class: `result ${good ? "good" : "bad"}`,
+      "data-verdict": result.reason,
+    });
     const heading = count > 1 ? `${t("linkOf", { n: index + 1, count })}: ${title}` : title;
     box.append(element("h3", {}, heading), element("p", {}, body));
     if (result.link && result.link.server) {
@@ -280,7 +296,9 @@ a link that verified.
     const region = document.getElementById("verdict");
     if (state.results === null) return region.replaceChildren();
     if (state.results.length === 0) {
-      return region.replaceChildren(element("p", { class: "result bad", "data-verdict": "none" }, t("none")));
+      return region.replaceChildren(
+        element("p", { class: "result bad", "data-verdict": "none" }, t("none")),
+      );
     }
     const count = state.results.length;
     region.replaceChildren(...state.results.map((result, i) => renderResult(result, i, count)));
@@ -305,12 +323,16 @@ a link that verified.
   function renderLanguage() {
     document.documentElement.lang = state.lang;
     document.title = t("title");
-    for (const node of document.querySelectorAll("[data-text]")) node.textContent = t(node.dataset.text);
+    for (const node of document.querySelectorAll("[data-text]"))
+      node.textContent = t(node.dataset.text);
     for (const button of document.querySelectorAll("[data-lang]")) {
       button.setAttribute("aria-pressed", String(button.dataset.lang === state.lang));
     }
     document.getElementById("languages").setAttribute("aria-label", t("language"));
-    if (engine) document.getElementById("engine").textContent = t(engine.name === "js" ? "engineJs" : "engineWebcrypto");
+    if (engine)
+      document.getElementById("engine").textContent = t(
+        engine.name === "js" ? "engineJs" : "engineWebcrypto",
+      );
     renderTrust();
     renderResults();
   }
@@ -322,7 +344,9 @@ a link that verified.
     const text = document.getElementById("message").value;
     const now = Date.now() / 1000;
     const links = core.findLinks(text);
-    state.results = await Promise.all(links.map((link) => core.verifyLink(link, trust, now, engine)));
+    state.results = await Promise.all(
+      links.map((link) => core.verifyLink(link, trust, now, engine)),
+    );
     state.checks += 1;
     renderLanguage();
     document.getElementById("verdict").dataset.checks = String(state.checks);

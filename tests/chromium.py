@@ -88,7 +88,11 @@ class Browser:
             )
         os.close(commands_r)
         os.close(answers_w)
-        self.send("Target.setDiscoverTargets", {"discover": False})
+        try:
+            self.send("Target.setDiscoverTargets", {"discover": False})
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> Browser:
         return self

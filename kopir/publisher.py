@@ -33,6 +33,7 @@ import smsgw
 from kopir.config import Config
 from kopir.distcmd import healthy_relays, open_distributor
 from kopir.listcmd import list_policy, publisher_relays
+from kopir.smscmd import subscriber_store
 from proxylist import LinkBook, ListStore, ProbeResult, Published, epoch_of, probe_relays, publish
 from proxylist.errors import BuildError, DistributionError
 from signing.fileio import write_atomic
@@ -131,7 +132,7 @@ class Publisher:
         expires = now + config.signing.link_expiry
         people = 0
         with (
-            _subscribers(config, self.number_key) as store,
+            subscriber_store(config, self.number_key) as store,
             open_distributor(config, relays) as record,
         ):
             rows: list[smsgw.NewMessage] = []
@@ -153,12 +154,6 @@ class Publisher:
             with smsgw.Queue(config.in_data(config.sms.queue)) as queue:
                 queued, _ = queue.enqueue_many(rows, now)
         return queued, people
-
-
-def _subscribers(config: Config, key: smsgw.NumberKey) -> smsgw.SubscriberStore:
-    path = config.in_data(config.subscribers.db)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return smsgw.SubscriberStore(path, key, default_region=config.subscribers.default_region)
 
 
 def _by_pool(store: smsgw.SubscriberStore) -> dict[str, list[smsgw.Subscriber]]:

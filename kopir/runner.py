@@ -42,6 +42,7 @@ from kopir.publisher import Publisher, RoundReport
 from kopir.relaycmd import relay_settings, start_local_dc
 from kopir.setup import Prepared, SetupError
 from kopir.setup import prepare as setup_prepare
+from kopir.smscmd import number_key, subscriber_store
 from kopir.web import (
     StatusError,
     StatusHistory,
@@ -112,20 +113,6 @@ def with_relay_secret(config: Config) -> Config:
         raise ConfigError(f"{path} must hold the relay's 16-byte key as 32 hex characters")
     relay_config = replace(config.relay, secrets=[RelaySecretConfig("local", secret)])
     return replace(config, relay=relay_config)
-
-
-def number_key(config: Config) -> smsgw.NumberKey:
-    path = config.in_data(config.subscribers.key)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return smsgw.create_key_file(path)
-    return smsgw.load_key_file(path)
-
-
-def subscriber_store(config: Config, key: smsgw.NumberKey) -> smsgw.SubscriberStore:
-    path = config.in_data(config.subscribers.db)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return smsgw.SubscriberStore(path, key, default_region=config.subscribers.default_region)
 
 
 def seed_test_subscribers(config: Config, store: smsgw.SubscriberStore) -> None:

@@ -17,7 +17,8 @@ from smsgw.compose import instruction_message, link_message
 from smsgw.worker import Worker, enqueue
 
 
-def _key(config: Config) -> smsgw.NumberKey:
+def number_key(config: Config) -> smsgw.NumberKey:
+    """The subscriber key (``[subscribers] key``), made on first use (0600)."""
     path = config.in_data(config.subscribers.key)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -25,11 +26,11 @@ def _key(config: Config) -> smsgw.NumberKey:
     return smsgw.load_key_file(path)
 
 
-def _store(config: Config) -> smsgw.SubscriberStore:
+def subscriber_store(config: Config, key: smsgw.NumberKey | None = None) -> smsgw.SubscriberStore:
     path = config.in_data(config.subscribers.db)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return smsgw.SubscriberStore(
-        path, _key(config), default_region=config.subscribers.default_region
+        path, key or number_key(config), default_region=config.subscribers.default_region
     )
 
 
@@ -66,7 +67,7 @@ def sms_send(args: argparse.Namespace) -> int:
     number = smsgw.normalize(args.to, config.subscribers.default_region)
     message = link_message(args.link) if args.link else smsgw.segment(args.text)
     chosen = backend(config)  # a config mistake must stop us before anything is queued
-    key, queue = _key(config), _queue(config)
+    key, queue = number_key(config), _queue(config)
     try:
         ids = enqueue(
             queue, key, number, args.campaign or f"send-{time.time_ns()}", message, time.time()
@@ -119,10 +120,10 @@ def sms_campaign(args: argparse.Namespace) -> int:
         raise CommandFailed(f"{args.links} has no links", code=2)
     name = args.name or f"campaign-{time.strftime('%Y%m%d%H%M%S')}"
     chosen = backend(config)
-    key, queue = _key(config), _queue(config)
+    key, queue = number_key(config), _queue(config)
     now = time.time()
     rows: list[smsgw.NewMessage] = []
-    with _store(config) as store:
+    with subscriber_store(config) as store:
         subscribers = list(store.iter_all())
         for i, sub in enumerate(subscribers):
             link = link_message(links[i % len(links)])
@@ -165,7 +166,7 @@ def sms_subscribers(args: argparse.Namespace) -> int:
         raise CommandFailed(f"kopir sms subscribers {args.action} needs a NUMBER", code=2)
     if args.action == "import" and not args.csv:
         raise CommandFailed("kopir sms subscribers import needs --csv FILE", code=2)
-    with _store(config) as store:
+    with subscriber_store(config) as store:
         if args.action == "add":
             ref = store.add(args.number, args.lang, args.pool, args.consent, time.time())
             emit(args.json, f"added {ref[:12]}", {"ref": ref[:12]})

@@ -10,6 +10,7 @@ real web app (``kopir.web``) on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -350,7 +351,7 @@ async def test_a_rewritten_and_grown_log_is_inconsistent(tmp_path: Path) -> None
         shutil.rmtree(pub.dir / "log")
         log = signing.LogStore.create(pub.dir / "log", ORIGIN, keys / "log.key")
         log.append([b"a list version nobody else saw", *entries])
-        pub.setup.log = log
+        pub.setup = dataclasses.replace(pub.setup, log=log)
         pub.checkpoint()
         by_dir, by_url = await both(pub, served, trust, state)
     assert kinds(by_dir) == {("log", "inconsistent")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -171,6 +173,39 @@ def verify_sms(args: argparse.Namespace) -> int:
     return 0 if all(r["valid"] for r in results) else 1
 
 
+def verify_qr(args: argparse.Namespace) -> int:
+    """Read a QR code image with ``zbarimg`` and verify every proxy link in it."""
+    texts = _scan_qr(Path(args.arg))
+    trust = load_trust(Path(args.trust))
+    links = [link for text in texts for link in find_links(text)]
+    if not links:
+        raise CommandFailed(f"{args.arg}: the QR code holds no proxy link", data={"links": []})
+    now = time.time()
+    results = [_link_result(link, trust, now) for link in links]
+    _report_links(args, results)
+    return 0 if all(r["valid"] for r in results) else 1
+
+
+def _scan_qr(image: Path) -> list[str]:
+    if not image.is_file():
+        raise CommandFailed(f"{image}: no such image file", code=2)
+    zbarimg = shutil.which("zbarimg")
+    if zbarimg is None:
+        raise CommandFailed("kopir verify qr reads images with zbarimg: apt-get install zbar-tools")
+    try:
+        done = subprocess.run(
+            [zbarimg, "--raw", "-q", "-Sdisable", "-Sqrcode.enable", str(image)],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(f"{image}: zbarimg took over 60 s") from None
+    if done.returncode == 4 or not done.stdout.strip():
+        raise CommandFailed(f"{image}: no QR code found in the image")
+    if done.returncode != 0:
+        raise CommandFailed(f"{image}: zbarimg could not read it (exit {done.returncode})")
+    return done.stdout.decode("utf-8", errors="replace").splitlines()
+
+
 def _read_text_arg(arg: str) -> str:
     if arg == "-":
         return sys.stdin.read()
@@ -247,6 +282,7 @@ def verify_file(args: argparse.Namespace) -> int:
 VERIFY = {
     "link": verify_link,
     "sms": verify_sms,
+    "qr": verify_qr,
     "list": verify_list,
     "trust": verify_trust,
     "file": verify_file,
@@ -254,7 +290,7 @@ VERIFY = {
 
 
 def verify(args: argparse.Namespace) -> int:
-    needs_trust = args.what in ("link", "sms", "list", "trust")
+    needs_trust = args.what in ("link", "sms", "qr", "list", "trust")
     if needs_trust and not args.trust:
         raise CommandFailed(f"kopir verify {args.what} needs --trust FILE", code=2)
     if args.what == "file" and not args.pub:
@@ -319,7 +355,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
 
     ver = sub.add_parser("verify", parents=[common], help="verify links, SMS, lists, trust roots")
     ver.add_argument("what", choices=sorted(VERIFY), help="what ARG is")
-    ver.add_argument("arg", help="the link, SMS text (or file, or - for stdin), or file")
+    ver.add_argument(
+        "arg", help="the link, SMS text (or file, or - for stdin), QR code image, or file"
+    )
     ver.add_argument("--trust", help="trust root (trust.json) to verify against")
     ver.add_argument(
         "--state",

@@ -65,6 +65,29 @@ def test_qr_png_scans_back_to_the_link_which_verifies(ops: Path, link: str, tmp_
     assert check.returncode == 0, check.stderr
 
 
+def test_verify_qr_reads_the_image_and_names_a_forgery(
+    ops: Path, link: str, tmp_path: Path
+) -> None:
+    trust = ("--trust", ops / "data/trust.json")
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    assert kopir("qr", link, "--png", good).returncode == 0
+    forged = link.replace("relay.example.org", "evil.example.org")
+    assert kopir("qr", forged, "--png", bad).returncode == 0  # unchecked without --trust
+    ok = kopir("verify", "qr", good, *trust)
+    assert ok.returncode == 0 and "valid: signed by alice" in ok.stdout
+    refused = kopir("verify", "qr", bad, *trust)
+    assert refused.returncode == 1 and "INVALID: bad-signature" in refused.stderr
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+        "3a7e9b550000000a49444154789c63f80f00000101000518d84e0000000049454e44ae426082"
+    ))  # fmt: skip
+    nothing = kopir("verify", "qr", blank, *trust)
+    assert nothing.returncode == 1 and "no QR code found" in nothing.stderr
+    missing = kopir("verify", "qr", tmp_path / "nope.png", *trust)
+    assert missing.returncode == 2 and len(missing.stderr.splitlines()) == 1
+
+
 def test_qr_svg_terminal_and_json(link: str, tmp_path: Path) -> None:
     svg = tmp_path / "link.svg"
     made = kopir("qr", link, "--svg", svg, "--terminal", "--level", "Q", "--json")

@@ -130,12 +130,12 @@ class Publisher:
         relays = healthy_relays(config)
         book = LinkBook(self.key, relays, config.signing.link_expiry, config.signing.link_scheme)
         expires = now + config.signing.link_expiry
-        people = 0
         with (
             subscriber_store(config, self.number_key) as store,
             open_distributor(config, relays) as record,
         ):
             rows: list[smsgw.NewMessage] = []
+            reached: list[str] = []
             for pool, members in _by_pool(store).items():
                 try:
                     given = record.assign_many([m.number for m in members], pool, now)
@@ -149,11 +149,11 @@ class Publisher:
                         rows += smsgw.new_messages(
                             self.number_key, member.number, campaign, link_message(link), expires
                         )
-                    store.mark_sent(member.ref, now)
-                    people += 1
+                reached += [m.ref for m in members]
             with smsgw.Queue(config.in_data(config.sms.queue)) as queue:
                 queued, _ = queue.enqueue_many(rows, now)
-        return queued, people
+            store.mark_sent_many(reached, now)  # after the queue holds their messages
+        return queued, len(reached)
 
 
 def _by_pool(store: smsgw.SubscriberStore) -> dict[str, list[smsgw.Subscriber]]:

@@ -44,7 +44,7 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +217,14 @@ class SubscriberStore:
                 "UPDATE subscriber SET last_sent = ? WHERE ref = ?", (int(now), _checked(ref))
             )
         return cur.rowcount > 0
+
+    def mark_sent_many(self, refs: Iterable[str], now: float) -> int:
+        """``mark_sent`` for many subscribers in one transaction; how many were still there."""
+        rows = [(int(now), _checked(ref)) for ref in refs]
+        with self._write():
+            before = self._db.total_changes
+            self._db.executemany("UPDATE subscriber SET last_sent = ? WHERE ref = ?", rows)
+            return self._db.total_changes - before
 
     def purge(self) -> int:
         """Delete every subscriber and rebuild the file so no old record remains; how many."""

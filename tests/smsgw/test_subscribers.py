@@ -140,6 +140,15 @@ def test_mark_sent(store: SubscriberStore) -> None:
     assert store.mark_sent(ref, NOW + 120) is False
 
 
+def test_mark_sent_many_in_one_go(store: SubscriberStore) -> None:
+    refs = [store.add(f"+7701234567{i}", "kk", "established", "web", NOW) for i in range(5)]
+    store.remove(refs[0])
+    assert store.mark_sent_many(refs, NOW + 90) == 4
+    assert [store.get(r).last_sent for r in refs[1:]] == [int(NOW + 90)] * 4
+    with pytest.raises(SubscriberError, match="not a subscriber ref"):
+        store.mark_sent_many(["+77012345678"], NOW)
+
+
 def test_get_refuses_what_is_not_a_ref(store: SubscriberStore) -> None:
     for wrong in ("+77012345678", "87012345678", "A" * 64, ""):
         with pytest.raises(SubscriberError, match="not a subscriber ref") as info:

@@ -1,0 +1,1 @@
+"""The Telegram bot (issue 7)."""

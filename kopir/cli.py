@@ -18,6 +18,7 @@ import signing
 import smsgw
 from kopir import (
     auditcmd,
+    deploycmd,
     distcmd,
     doctorcmd,
     initcmd,
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctorcmd.add_parsers(sub, common)
     auditcmd.add_parsers(sub, common)
     verifiercmd.add_parsers(sub, common)
+    deploycmd.add_parsers(sub, common)
     return parser
 
 

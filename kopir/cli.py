@@ -18,6 +18,7 @@ import signing
 import smsgw
 from kopir import (
     auditcmd,
+    botcmd,
     deploycmd,
     distcmd,
     doctorcmd,
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctorcmd.add_parsers(sub, common)
     auditcmd.add_parsers(sub, common)
     verifiercmd.add_parsers(sub, common)
+    botcmd.add_parsers(sub, common)
     deploycmd.add_parsers(sub, common)
     return parser
 

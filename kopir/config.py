@@ -291,6 +291,36 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class BotConfig:
+    token: str = "env:KOPIR_BOT_TOKEN"
+    """The Bot API token from @BotFather, or "env:NAME"; empty or unset: no bot."""
+    admins: list[int] = field(default_factory=list)
+    """Telegram user ids of the operators; only they see /status, /relays, /publish, ..."""
+    new_account_threshold: int = 0
+    """User ids above this count as accounts made in the crisis (pool "new"); 0: everyone."""
+    base_url: str = "https://api.telegram.org/bot"
+    """The Bot API address; the token is appended (tests use a fake server on loopback)."""
+    mode: Literal["polling", "webhook"] = "polling"
+    poll_timeout: Duration = Duration(30)
+    """How long one getUpdates call waits for news (long polling)."""
+    webhook_listen: str = "127.0.0.1:8445"
+    """host:port the webhook server listens on (put a TLS proxy in front of it)."""
+    webhook_url: str = ""
+    """The public https URL Telegram posts updates to; required in webhook mode."""
+    webhook_secret: str = "env:KOPIR_BOT_WEBHOOK_SECRET"
+    """Checked against X-Telegram-Bot-Api-Secret-Token, or "env:NAME"; required for webhooks."""
+    flood_messages: int = 20
+    """Messages one user may send per flood_window; more are answered once, then dropped."""
+    flood_window: Duration = Duration(60)
+    language: Literal["kk", "ru", "en"] = "ru"
+    """Replies' language until a user picks one with /lang (or Telegram tells us theirs)."""
+    state: Path = Path("bot.db")
+    """Languages chosen and reports of dead relays, by keyed hash; relative to the data dir."""
+    broadcast_timeout: Duration = Duration(300)
+    """How long a /broadcast waits for the operator's confirmation."""
+
+
+@dataclass(frozen=True)
 class DoctorConfig:
     time_url: str = "https://www.google.com/"
     """A web server whose HTTP Date header ``kopir doctor`` compares the clock with; "" skips."""
@@ -313,6 +343,7 @@ class Config:
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
     web: WebConfig = field(default_factory=WebConfig)
     doctor: DoctorConfig = field(default_factory=DoctorConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
 
     @property
     def data_dir(self) -> Path:

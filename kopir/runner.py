@@ -11,13 +11,15 @@ What runs, each a task on one event loop:
   ``<data>/public/``;
 - the **SMS worker** (``smsgw.Worker``) sending the queue through ``[sms] backend``, answering
   inbound STOP / PROXY / HELP where the backend receives SMS;
-- the **web app** (``[web]``), with the SMS provider webhooks mounted on it.
+- the **web app** (``[web]``), with the SMS provider webhooks mounted on it;
+- the **Telegram bot** (:mod:`kopir.bot`) when ``[bot] token`` is set, sharing the status
+  history with the web app and running publisher rounds for an operator's /publish.
 
 SIGTERM or SIGINT sets one stop event: the publisher finishes or abandons its round (a round
 is idempotent), the worker finishes the window it is sending (what is left stays queued, and
 ``Worker.start`` requeues anything in flight on the next start), the relay stops accepting and
-then closes its connections, and the web app closes. ``--once`` does one publisher round,
-sends what it queued, and exits.
+then closes its connections, the bot stops polling, and the web app closes. ``--once`` does
+one publisher round, sends what it queued, and exits (without the bot).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from pathlib import Path
 
 import signing
 import smsgw
+from kopir.bot import BotError, TelegramBot, make_bot
+from kopir.bot import Sources as BotSources
 from kopir.config import Config, ConfigError, RelaySecretConfig
 from kopir.distcmd import healthy_relays, open_distributor
 from kopir.output import CommandFailed
@@ -160,6 +164,7 @@ class Job:
         self.stop = asyncio.Event()
         self.stack = contextlib.AsyncExitStack()
         self.tasks: list[asyncio.Task[object]] = []
+        self.bot: TelegramBot | None = None
         self.keys = number_key(config)
         try:
             self.history = StatusHistory(config.web.history)
@@ -174,6 +179,24 @@ class Job:
             number_key=self.keys, on_round=self._on_round,
         )  # fmt: skip
         await self._start_web()
+        self._make_bot()
+
+    # -- the Telegram bot (kopir.bot): made in start, run by serve until the stop event ------
+
+    def _make_bot(self) -> None:
+        sources = BotSources(self.history, self._publish_now, self.setup.key)
+        try:
+            self.bot = make_bot(self.config, sources)
+        except BotError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.bot is not None:
+            say(f"Telegram bot: {self.config.bot.mode}, {len(self.config.bot.admins)} operators")
+
+    async def _publish_now(self, now: float) -> RoundReport:
+        """An operator's /publish: one publisher round now, and the checkpoint after it."""
+        report = await self.publisher.round(now)
+        publish_checkpoint(self.setup)
+        return report
 
     def _on_round(self, report: RoundReport, now: float) -> None:
         """Each publisher round goes into the status page's history."""
@@ -255,6 +278,8 @@ class Job:
     async def serve(self) -> None:
         self.spawn(self.publisher.loop(self.stop, lambda: publish_checkpoint(self.setup)))
         self.spawn(self.send())
+        if self.bot is not None:
+            self.spawn(self.bot.run(self.stop))
         await self.stop.wait()
         say("kopir run: stopping")
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -36,7 +36,7 @@ TEXTS: dict[Language, dict[str, str]] = {
         "proxy_until": "Valid until {until}. Send /proxy again after that.",
         "proxy_limited": (
             "You already got proxies recently, so these are the same ones. "
-            "A new set is possible from {when}."
+            "Ask again tomorrow if they do not work."
         ),
         "proxy_none": "There is no working proxy for you right now. Try again later.",
         "proxy_unavailable": "Proxies cannot be handed out right now. Try again later.",
@@ -92,7 +92,7 @@ TEXTS: dict[Language, dict[str, str]] = {
         "proxy_until": "Действуют до {until}. После этого отправьте /proxy ещё раз.",
         "proxy_limited": (
             "Вы недавно уже получили прокси, поэтому это те же самые. "
-            "Новый набор можно получить с {when}."
+            "Если они не работают, попросите снова завтра."
         ),
         "proxy_none": "Сейчас для вас нет работающего прокси. Попробуйте позже.",
         "proxy_unavailable": "Сейчас прокси выдать нельзя. Попробуйте позже.",
@@ -157,7 +157,7 @@ TEXTS: dict[Language, dict[str, str]] = {
         "proxy_until": "{until} дейін жарамды. Одан кейін /proxy қайта жіберіңіз.",
         "proxy_limited": (
             "Сіз жақында прокси алдыңыз, сондықтан бұлар сол проксилер. "
-            "Жаңа жинақты {when} бастап алуға болады."
+            "Олар жұмыс істемесе, ертең қайта сұраңыз."
         ),
         "proxy_none": "Қазір сізге жұмыс істейтін прокси жоқ. Кейінірек қайталаңыз.",
         "proxy_unavailable": "Қазір прокси беру мүмкін емес. Кейінірек қайталаңыз.",

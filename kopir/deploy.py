@@ -195,7 +195,7 @@ def relay_config(plan: RelayPlan) -> str:
 def firewall(ports: tuple[int, ...]) -> str:
     """``/etc/nftables.conf``: SSH and ``ports`` in, the rest of inbound dropped."""
     opened = ", ".join(str(p) for p in (SSH_PORT, *ports))
-    return render("nftables.conf.in", {"made": _today(), "ports": opened})
+    return render("nftables.conf.in", {"ports": opened})
 
 
 def publisher_entry(plan: RelayPlan, host: str | None = None) -> str:

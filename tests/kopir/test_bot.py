@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import subprocess
 import time
@@ -25,6 +26,7 @@ from kopir.signcmd import find_links
 from proxylist import Distributor, load_secret
 from tests.kopir.botsite import ADMIN, CITIZEN, bot_sources, bot_template, site_config
 from tests.kopir.fakebotapi import FakeBotApi
+from tests.relay.test_relay_cli import free_port
 
 __all__ = ["bot_template"]  # the fixture, used by name
 
@@ -311,3 +313,24 @@ async def test_webhook_mode_checks_the_secret_and_answers(
             async with http.post(url, json=update, headers=right) as taken:
                 assert taken.status == 200
         assert (await api.wait_sent(CITIZEN, 1))[0].text.startswith("/proxy: your own")
+
+
+@pytest.mark.asyncio
+async def test_telegram_out_of_reach_is_retried_until_stopped(
+    bot_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/bot"  # nothing listens there
+    config = site_config(bot_template, tmp_path, closed)
+    telegram = make_bot(config, bot_sources(config), environ={})
+    assert telegram is not None
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="kopir.bot"):
+        task = asyncio.create_task(telegram.run(stop))
+        for _ in range(600):  # at most about 30 s
+            if "Telegram out of reach" in caplog.text or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert "Telegram out of reach" in caplog.text and "retrying in 1 s" in caplog.text
+        stop.set()
+        assert await asyncio.wait_for(task, 30) is True
+    assert not telegram.started.is_set() and "TEST-TOKEN" not in caplog.text

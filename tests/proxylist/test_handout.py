@@ -10,26 +10,14 @@ from proxylist.model import Relay
 from signing import verify_link
 from signing.errors import VerificationError
 from signing.minisign import SecretKey
-from signing.trust import TrustKey, TrustRoot
+from signing.trust import TrustRoot
 
 NOW = 1_790_000_000.0  # 2026-09-21
-ROLES = frozenset({"root", "lists", "links"})
 RELAYS = [
     Relay("a", "Relay-A.Example.org", 443, bytes(range(16)), "ee", "example.com"),
     Relay("b", "203.0.113.7", 8443, bytes(16), "dd"),
     Relay("c", "2001:db8::1", 443, b"\x01" * 16, "classic"),
 ]
-
-
-@pytest.fixture(scope="module")
-def key() -> SecretKey:
-    return SecretKey.generate()
-
-
-@pytest.fixture(scope="module")
-def root(key: SecretKey) -> TrustRoot:
-    threshold = {"root": 1, "lists": 1, "links": 1, "log": 1}
-    return TrustRoot(1, "2099-01-01T00:00:00Z", (TrustKey("op", key.public_key, ROLES),), threshold)
 
 
 @pytest.mark.parametrize("scheme", ["tme", "tg"])

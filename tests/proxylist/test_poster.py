@@ -14,23 +14,9 @@ import signing
 from proxylist import poster
 from proxylist.errors import QrError
 from signing.minisign import SecretKey
-from signing.trust import TrustKey, TrustRoot
+from signing.trust import TrustRoot
 
 SECRET = "ee0123456789abcdef0123456789abcdef" + b"example.com".hex()
-ROLES = frozenset({"root", "lists", "links"})
-
-
-@pytest.fixture(scope="module")
-def key() -> SecretKey:
-    return SecretKey.generate()
-
-
-@pytest.fixture(scope="module")
-def root(key: SecretKey) -> TrustRoot:
-    thresholds = {"root": 1, "lists": 1, "links": 1, "log": 1}
-    return TrustRoot(
-        1, "2099-01-01T00:00:00Z", (TrustKey("alice", key.public_key, ROLES),), thresholds
-    )
 
 
 @pytest.fixture(scope="module")

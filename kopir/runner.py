@@ -262,22 +262,14 @@ class Job:
         say(f"SMS: {sent.accepted} parts accepted, {sent.retried} to retry, {sent.failed} failed")
         return report
 
-    async def send(self) -> None:
-        """The worker, a window at a time, into the status history; idle waits are short so
-        replies to inbound commands go out within a second or so."""
-        backend = self.config.sms.backend
-        while not self.stop.is_set():
-            report = await self.worker.step()
-            now = time.time()
-            self.history.record_sends(backend, report.accepted, report.retried, report.failed, now)
-            if not report:
-                self.queue.expire(now)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), 1.0)
+    def _record_sends(self, report: smsgw.StepReport) -> None:
+        self.history.record_sends(
+            self.config.sms.backend, report.accepted, report.retried, report.failed, time.time()
+        )
 
     async def serve(self) -> None:
         self.spawn(self.publisher.loop(self.stop, lambda: publish_checkpoint(self.setup)))
-        self.spawn(self.send())
+        self.spawn(self.worker.run(self.stop, on_step=self._record_sends))
         if self.bot is not None:
             self.spawn(self.bot.run(self.stop))
         await self.stop.wait()

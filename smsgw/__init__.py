@@ -12,7 +12,7 @@ from smsgw.segment import Part, Segmentation, decode, segment
 from smsgw.smpp import SmppBackend, SmppError, SmppSettings
 from smsgw.subscribers import ImportReport, Subscriber, SubscriberStore
 from smsgw.webhooks import WebhookServer, WebhookUnavailable, serve_webhooks
-from smsgw.worker import Worker, enqueue, new_messages, subscriber_commands
+from smsgw.worker import StepReport, Worker, enqueue, new_messages, subscriber_commands
 
 __all__ = [
     "BACKENDS",
@@ -47,6 +47,7 @@ __all__ = [
     "SmppSettings",
     "SmsError",
     "State",
+    "StepReport",
     "Subscriber",
     "SubscriberError",
     "SubscriberStore",

@@ -180,13 +180,21 @@ class Worker:
             total.add(report)
         return total
 
-    async def run(self, stop: asyncio.Event, idle: float = 1.0) -> StepReport:
+    async def run(
+        self,
+        stop: asyncio.Event,
+        idle: float = 1.0,
+        on_step: Callable[[StepReport], None] | None = None,
+    ) -> StepReport:
         """Send until ``stop`` is set: due messages a window at a time; when none are due,
-        wait up to ``idle`` seconds, or until an inbound command queues a reply."""
+        wait up to ``idle`` seconds, or until an inbound command queues a reply.
+        ``on_step`` is told of every window's results (e.g. for a status page)."""
         total = StepReport()
         while not stop.is_set():
             report = await self.step()
             total.add(report)
+            if on_step is not None:
+                on_step(report)
             if not report:
                 self.queue.expire(self.clock())
                 await self._idle(stop, idle)

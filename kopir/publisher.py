@@ -38,6 +38,7 @@ from proxylist import LinkBook, ListStore, ProbeResult, Published, epoch_of, pro
 from proxylist.errors import BuildError, DistributionError
 from signing.fileio import write_atomic
 from smsgw.compose import link_message
+from smsgw.segment import Segmentation
 
 log = logging.getLogger("kopir.publisher")
 STATE_FILE = "publisher.json"
@@ -136,6 +137,7 @@ class Publisher:
         ):
             rows: list[smsgw.NewMessage] = []
             reached: list[str] = []
+            messages: dict[str, Segmentation] = {}
             for pool, members in _by_pool(store).items():
                 try:
                     given = record.assign_many([m.number for m in members], pool, now)
@@ -146,8 +148,10 @@ class Publisher:
                 for member, assignment in zip(members, given, strict=True):
                     for i, link in enumerate(book.links(assignment.relays, now), 1):
                         campaign = f"list-v{version}-e{epoch}-{i}"
+                        if link not in messages:  # one relay's link goes to many people
+                            messages[link] = link_message(link)
                         rows += smsgw.new_messages(
-                            self.number_key, member.number, campaign, link_message(link), expires
+                            self.number_key, member.number, campaign, messages[link], expires
                         )
                 reached += [m.ref for m in members]
             with smsgw.Queue(config.in_data(config.sms.queue)) as queue:

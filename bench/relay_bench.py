@@ -31,6 +31,11 @@ measures, per event loop:
   and ``download_socket_ratio`` divide each direction by it. The kernel's share of loopback
   TCP (the copies in and out, and the receiving socket's softirq work, which loopback charges
   to the sender) is part of both, so this says how much of the relay's cost is ours.
+  ``socket_floor_crypto_ratio`` is the socket floor over the crypto floor (both directions'
+  samples): the forwarder's own user time is a few percent of it, so it is the kernel's price
+  of moving the bytes through any relay that copies them through user space, in any language.
+  Where it exceeds 2, the download target is out of reach on that machine, and the upload
+  target (two AES passes on top) too.
 - ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
   after the server's three records, so the relay never dials a DC (target: at least 3000).
 - ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
@@ -363,7 +368,7 @@ listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
 source, _ = listener.accept()
 sink = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-buf = bytearray(256 * 1024)
+buf = bytearray(256 * 1024)  # as large as the relay's own receive buffer
 view = memoryview(buf)
 while n := source.recv_into(buf):
     sink.sendall(view[:n])
@@ -524,6 +529,7 @@ async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
             sockets = await socket_floor(sizes.total)
             out[f"{direction}_socket_floor_cpu_s_per_gib"].append(sockets)
             out[f"{direction}_socket_ratio"].append(used.total * per_gib / sockets)
+            out["socket_floor_crypto_ratio"].append(sockets / floor)
             out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
             out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
             out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
@@ -545,6 +551,7 @@ FIGURES = {
     "upload_socket_ratio": "{:.2f}",
     "download_socket_floor_cpu_s_per_gib": "{:.3f}",
     "download_socket_ratio": "{:.2f}",
+    "socket_floor_crypto_ratio": "{:.2f}",
     "handshakes_per_cpu_s": "{:.0f}",
     "idle_connections": "{:.0f}",
     "rss_bytes_per_idle_connection": "{:.0f}",

@@ -34,6 +34,8 @@ MIN_HELLO = 512
 MAX_RECORD_PAYLOAD = 16384
 CCS_RECORD = b"\x14\x03\x03\x00\x01\x01"
 APPDATA_PREFIX = b"\x17\x03\x03"
+_HEADER = struct.Struct(">BHH")
+_FULL_HEADER = APPDATA_PREFIX + MAX_RECORD_PAYLOAD.to_bytes(2, "big")
 _RANDOM = slice(11, 43)
 _GREASE = {bytes([b, b]) for b in range(0x0A, 0x100, 0x10)}
 
@@ -167,15 +169,16 @@ def wrap(data: bytes) -> bytes:
     return b"".join(wrap_parts(data))
 
 
-def wrap_parts(data: bytes) -> list[bytes | memoryview]:
-    """``wrap`` as a list of headers and payload views, for ``writelines`` (no copies here)."""
-    if len(data) <= MAX_RECORD_PAYLOAD:
-        return [APPDATA_PREFIX + struct.pack(">H", len(data)), data]
-    view = memoryview(data)
+def wrap_parts(data: bytes | memoryview) -> list[bytes | memoryview]:
+    """``wrap`` as a list of headers and views of ``data``, for one ``writev`` (no copies)."""
+    view, step = memoryview(data), MAX_RECORD_PAYLOAD
+    size = len(view)
+    full = size - size % step
     parts: list[bytes | memoryview] = []
-    for start in range(0, len(data), MAX_RECORD_PAYLOAD):
-        chunk = view[start : start + MAX_RECORD_PAYLOAD]
-        parts += (APPDATA_PREFIX + struct.pack(">H", len(chunk)), chunk)
+    for start in range(0, full, step):
+        parts += (_FULL_HEADER, view[start : start + step])
+    if full < size or not size:
+        parts += (APPDATA_PREFIX + (size - full).to_bytes(2, "big"), view[full:])
     return parts
 
 
@@ -206,12 +209,15 @@ class RecordReader:
         if self._buffer:  # finish the record a previous read left incomplete
             view = self._complete(view, payloads)
         pos, size = 0, len(view)
-        while size - pos >= RECORD_HEADER:
-            length = _record_length(view[pos : pos + RECORD_HEADER])
+        unpack = _HEADER.unpack_from
+        while size - pos >= RECORD_HEADER:  # per record, so kept to a few cheap steps
+            kind, version, length = unpack(view, pos)
+            if kind != 0x17 or version != 0x0303 or length > MAX_RECORD_PAYLOAD + 256:
+                length = _record_length(view[pos : pos + RECORD_HEADER])  # raises or a CCS
             end = pos + RECORD_HEADER + length
             if end > size:
                 break
-            if view[pos] == 0x17:
+            if kind == 0x17:
                 payloads.append(view[pos + RECORD_HEADER : end])
             pos = end
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)

@@ -9,22 +9,37 @@ connection costs only its protocol object and two sockets). It goes through thre
   obfuscated2 header is complete, then validated with ``relay.faketls`` / ``relay.obfs2``;
 * **relay**: a second protocol talks to the DC. Upload is decrypted with the client's keystream
   and re-encrypted with ours; download uses fast mode and passes untouched (only wrapped in TLS
-  records for ``ee`` clients). Client bytes are read into one receive buffer shared by every
-  connection (the loop runs one callback at a time, and nothing keeps a view of it past the
-  callback), and upload is decrypted into one shared scratch buffer, so moving a gigabyte
-  allocates nothing per read but the re-encrypted bytes handed to the DC's transport. Each
-  side pauses reading while the other side's write buffer is above the high-water mark, so a
-  slow peer never makes memory grow;
+  records for ``ee`` clients). Each side pauses reading while the other side's write buffer is
+  above the high-water mark (zero, below), so a slow peer never makes memory grow;
 * **mask**: a client that fails at any point before a valid handshake is connected to the mask
   host; every byte it sent so far is forwarded, then both directions are piped.
 
 One timer per relay (not per connection) enforces the handshake and idle timeouts.
+
+Moving bytes cheaply
+--------------------
+Most of a relay's CPU goes to the kernel's TCP copies, which cost per call as well as per
+byte, and to the two AES passes on upload; everything else is kept off the per-byte path
+(``bench/relay_bench.py`` measures it):
+
+* both sides read into one 256 KiB receive buffer shared by every connection (the loop runs
+  one callback at a time), so a read itself allocates nothing;
+* upload's record payloads are joined (one copy, in C), decrypted into one shared scratch
+  buffer and re-encrypted there in place: two cipher calls per read, not two per record;
+* ``_send`` hands the result (for ``ee`` download: record headers and views of the payload)
+  to the socket in one ``writev`` while the transport has nothing queued, and copies only
+  what the socket did not take into the transport, which then owns it. So a view of a shared
+  buffer never outlives its callback, whatever the transport does with what it is given;
+* the write-buffer limits are zero: a side stops reading as soon as the other side's
+  transport holds anything, so at most the unsent rest of one read (256 KiB) waits in user
+  space per direction, and the kernel's socket buffers do the rest of the queueing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import Counter, OrderedDict
@@ -39,12 +54,12 @@ from relay.metrics import Metrics
 
 log = logging.getLogger("kopir.relay")
 
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+HIGH_WATER = 0
+LOW_WATER = 0
 MAX_HELLO = faketls.RECORD_HEADER + faketls.MAX_RECORD_PAYLOAD
 # A ClientHello record starts so; an obfuscated2 header may start with 0x16 too (1 in 256).
 TLS_START = b"\x16\x03\x01"
-# Shared by all connections; see the theory of operation. AES-CTR's update_into wants 15 spare
+# Shared by all connections; see "Moving bytes cheaply". AES-CTR's update_into wants 15 spare
 # bytes past the output; a read plus one pending record always fits in the scratch buffer.
 _RECEIVE = memoryview(bytearray(256 * 1024))
 _SCRATCH = memoryview(bytearray(len(_RECEIVE) + MAX_HELLO + 512))
@@ -146,20 +161,26 @@ class Relay:
         self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
 
-class _Peer(asyncio.Protocol):
+class _Peer(asyncio.BufferedProtocol):
     """The far side (DC or mask host) of a client connection."""
 
     def __init__(self, client: ClientProtocol) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.fd = _fileno(transport)
 
-    def data_received(self, data: bytes) -> None:
-        self.client.from_peer(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECEIVE
+
+    def buffer_updated(self, nbytes: int) -> None:
+        with _RECEIVE[:nbytes] as view:
+            self.client.from_peer(view)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.close()
@@ -175,6 +196,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
         self.peer: _Peer | None = None
         self.buffer = bytearray()
         self.state = "handshake"
@@ -191,6 +213,7 @@ class ClientProtocol(asyncio.BufferedProtocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.fd = _fileno(transport)
         if len(self.relay.connections) >= self.relay.settings.max_connections:
             self.relay.metrics.inc("relay_refused_total", reason="max-connections")
             self.transport.abort()
@@ -252,53 +275,57 @@ class ClientProtocol(asyncio.BufferedProtocol):
         if self.state == "relay":
             self._upload(data)
         elif self.state == "mask":
-            self._to_peer(bytes(data))
+            self._to_peer(data)
         elif self.state == "tls-header":
             self._tls_header(data)
         else:
             self.buffer += data
             self._handshake()
 
-    def from_peer(self, data: bytes) -> None:
+    def from_peer(self, data: memoryview) -> None:
+        """Handle bytes from the DC or mask host; ``data`` is a view that dies on return."""
         self.last_active = time.monotonic()
         if self.transport is None or self.closed:
             return
+        parts: list[bytes | memoryview] = [data]
         if self.state == "relay":
             assert self.secret is not None
             self.relay.metrics.add("relay_bytes_total", len(data), secret=self.secret.name,
                                    direction="down")  # fmt: skip
             if self.tls is not None:
-                self.transport.writelines(faketls.wrap_parts(data))
-            else:
-                self.transport.write(data)
-        else:
-            self.transport.write(data)
+                parts = faketls.wrap_parts(data)
+        if not _send(self.transport, self.fd, parts):
+            self.close()
 
-    def _to_peer(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
+    def _to_peer(self, data: bytes | memoryview) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            if not _send(peer.transport, peer.fd, [data]):
+                self.close()
         else:
             self.buffer += data  # the peer is still connecting: bounded by the pause below
             if len(self.buffer) > HIGH_WATER and self.transport:
                 self.transport.pause_reading()
 
     def _upload(self, data: bytes | memoryview) -> None:
-        parts: list[bytes | memoryview] = [data]
         if self.tls is not None:
             try:
                 parts = self.tls.payloads(data)
             except HandshakeError:
                 self.close()
                 return
-        size = 0
-        for part in parts:  # the client's keystream off, into the scratch buffer
-            size += self.decryptor.update_into(part, _SCRATCH[size:])
+            if not parts:
+                return
+            # One copy in C beats a decrypt call per 16 KiB record in Python.
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        size = self.decryptor.update_into(data, _SCRATCH)  # the client's keystream off
         if not size:
             return
         assert self.secret is not None
         self.relay.metrics.add("relay_bytes_total", size, secret=self.secret.name,
                                direction="up")  # fmt: skip
-        self._to_peer(self.encryptor.update(_SCRATCH[:size]))
+        self.encryptor.update_into(_SCRATCH[:size], _SCRATCH)  # our keystream on, in place
+        self._to_peer(_SCRATCH[:size])
 
     # -- handshake -----------------------------------------------------------------------
 
@@ -432,6 +459,45 @@ class ClientProtocol(asyncio.BufferedProtocol):
 
 
 _TASKS: set[asyncio.Task[None]] = set()
+
+
+def _fileno(transport: asyncio.BaseTransport) -> int:
+    """The transport's socket descriptor, or -1 (then ``_send`` always goes through it)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
+def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]) -> bool:
+    """Write ``parts`` in order, though they may be views that die when the caller returns.
+
+    While the transport has nothing queued, the socket takes what it can in one ``writev``;
+    the rest (all of it otherwise) is copied into the transport, which keeps it in order
+    behind anything already queued. False when the socket has failed.
+    """
+    if transport.is_closing():
+        return True
+    sent = 0
+    if fd >= 0 and not transport.get_write_buffer_size():
+        try:
+            sent = os.writev(fd, parts)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            log.debug("send failed: %s", exc)
+            return False
+    rest: list[bytes | memoryview] = []
+    for part in parts:
+        if sent >= len(part):
+            sent -= len(part)
+            continue
+        rest.append(part[sent:])
+        sent = 0
+    if rest:
+        transport.write(b"".join(rest))
+    return True
 
 
 def _plain_tags(modes: frozenset[str]) -> list[bytes]:

@@ -246,6 +246,42 @@ async def test_memory_stays_bounded_when_the_dc_does_not_read() -> None:
         writer.transport.abort()
 
 
+@pytest.mark.asyncio
+async def test_download_to_a_slow_client_is_exact_and_bounded() -> None:
+    """The DC sends faster than the client reads: the relay's partial writes and the copies
+    it keeps of what the socket refused must still give the client every byte, in order,
+    in well-formed records of at most 16 KiB, while the relay holds little."""
+    total = 24 << 20
+    async with running("source") as (relay, dc, _):
+        dc.source_bytes = total
+        client = await TlsClient.connect("127.0.0.1", relay.addresses[0][1], KEY, DOMAIN)
+        client.writer.transport.pause_reading()  # let the relay's socket to us fill up
+        await dc.wait_for(lambda d: d.bytes_out > 0)
+        await asyncio.sleep(0.5)
+        (conn,) = relay.connections
+        assert conn.transport is not None
+        held = conn.transport.get_write_buffer_size() + len(conn.buffer)
+        assert dc.bytes_out < total, "the DC was never slowed down"
+        assert held <= 256 * 1024, f"the relay holds {held} bytes for a slow client"
+        client.writer.transport.resume_reading()
+        got, largest, raw = 0, 0, bytearray()
+        while got < total:
+            chunk = await asyncio.wait_for(client.reader.read(1 << 16), timeout=10)
+            assert chunk, f"the relay closed after {got} of {total} bytes"
+            raw += chunk
+            while len(raw) >= 5 and len(raw) >= 5 + int.from_bytes(raw[3:5], "big"):
+                size = int.from_bytes(raw[3:5], "big")
+                assert raw[:3] == b"\x17\x03\x03", f"record header {bytes(raw[:5]).hex()}"
+                largest = max(largest, size)
+                plain = client.decryptor.update(bytes(raw[5 : 5 + size]))  # type: ignore[attr-defined]
+                assert plain == bytes(size), f"wrong bytes at offset {got}"
+                got += size
+                del raw[: 5 + size]
+            await asyncio.sleep(0.001)  # stay slower than the DC
+        assert got == total and largest == 16384
+        await client.close()
+
+
 def _open_files() -> int:
     return len(os.listdir("/proc/self/fd"))
 

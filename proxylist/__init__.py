@@ -10,9 +10,8 @@ from proxylist.distribute import (
     Ring,
     check_pools,
     epoch_of,
-    generate_secret,
-    load_secret,
 )
+from proxylist.distsecret import generate_secret, load_secret
 from proxylist.errors import (
     BuildError,
     DistributionError,

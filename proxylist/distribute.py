@@ -48,20 +48,16 @@ import hashlib
 import json
 import math
 import os
-import secrets
 import sqlite3
-import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proxylist.distsecret import check_secret
 from proxylist.errors import DistributionError
 
 VNODES = 512
 """Ring points per relay; enough for ±30% load with 50 relays and k = 2 (see the tests)."""
-MIN_SECRET_BYTES = 16
-SECRET_BYTES = 32
-"""The size :func:`generate_secret` writes."""
 COHORT_HEX = 24
 """Hex digits kept of the cohort MAC (96 bits: no collisions among billions of recipients)."""
 MAX_RECIPIENT_BYTES = 256
@@ -127,14 +123,6 @@ def _encode_id(recipient: str) -> bytes:
     return data
 
 
-def _check_secret(secret: bytes) -> None:
-    if len(secret) < MIN_SECRET_BYTES:
-        raise DistributionError(
-            f"the distribution secret has {len(secret)} bytes, at least {MIN_SECRET_BYTES} are"
-            " needed; create one with a fresh random secret file"
-        )
-
-
 def epoch_of(now: float, epoch_seconds: float) -> int:
     """The epoch number at Unix time ``now``: ``floor(now / epoch_seconds)``."""
     if not epoch_seconds > 0 or not math.isfinite(epoch_seconds):
@@ -168,7 +156,7 @@ class Ring:
     @classmethod
     def build(cls, secret: bytes, relays: Iterable[str], epoch: int, vnodes: int = VNODES) -> Ring:
         """The ring of ``relays`` (names) for ``epoch``; an empty pool is an error at lookup."""
-        _check_secret(secret)
+        check_secret(secret)
         if vnodes < 1 or epoch < 0:
             raise DistributionError(
                 f"a ring needs vnodes >= 1 and epoch >= 0, got {vnodes}, {epoch}"
@@ -382,7 +370,7 @@ class Distributor:
         interval: float = 24 * 3600,
         busy_timeout: float = 5.0,
     ) -> None:
-        _check_secret(secret)
+        check_secret(secret)
         if k < 1 or not interval >= 0:
             raise DistributionError(f"k must be >= 1 and interval >= 0, got k={k}, {interval}")
         epoch_of(0, epoch_seconds)  # checks the epoch length
@@ -570,58 +558,3 @@ def _create_private(path: Path) -> None:
         raise DistributionError(
             f"cannot create distribution record {path}: {exc.strerror}; check the directory"
         ) from None
-
-
-# --- the secret file ----------------------------------------------------------------------------
-
-
-def generate_secret(path: Path) -> None:
-    """Write a fresh random secret (hex, mode 0600) to a new file; an existing one is kept."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            os.fchmod(fd, 0o600)  # the mode above is only ever reduced by the umask
-            out.write(secrets.token_hex(SECRET_BYTES) + "\n")
-            out.flush()
-            os.fsync(fd)
-        os.link(tmp, path)  # unlike a rename, refuses to replace an existing secret
-    except FileExistsError:
-        raise DistributionError(
-            f"distribution secret {path} already exists and is never replaced (a new secret"
-            " reshuffles every recipient); remove it first only if you mean that"
-        ) from None
-    except OSError as exc:
-        raise DistributionError(
-            f"cannot create distribution secret {path}: {exc.strerror}"
-        ) from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
-def load_secret(path: Path) -> bytes:
-    """The distribution secret from a 0600 file of hex, refusing one others may read."""
-    try:
-        with open(path, "rb") as f:
-            mode = os.fstat(f.fileno()).st_mode
-            text = f.read(4096)
-    except OSError as exc:
-        raise DistributionError(f"cannot read distribution secret {path}: {exc.strerror}") from None
-    if stat.S_IMODE(mode) & 0o077:
-        raise DistributionError(
-            f"distribution secret {path} has mode {stat.S_IMODE(mode):o}; others may read it,"
-            f" run: chmod 600 {path}"
-        )
-    try:
-        digits = text.decode("ascii").strip(" \t\r\n")
-        if not digits.isalnum():  # fromhex alone would skip spaces inside
-            raise ValueError(digits)
-        secret = bytes.fromhex(digits)
-    except (UnicodeDecodeError, ValueError):
-        raise DistributionError(
-            f"distribution secret {path} is not hex text; create it again with a fresh secret"
-        ) from None
-    _check_secret(secret)
-    return secret

@@ -28,9 +28,8 @@ from proxylist.distribute import (
     _u64,
     check_pools,
     epoch_of,
-    generate_secret,
-    load_secret,
 )
+from proxylist.distsecret import generate_secret, load_secret
 from proxylist.errors import DistributionError, ProxylistError
 from tests.strategies import mutated
 

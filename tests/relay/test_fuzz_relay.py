@@ -1,10 +1,11 @@
-"""Fuzz tests for the relay's sans-IO cores: fake-TLS (``relay.faketls``) and obfuscated2
-(``relay.obfs2``), against PROTOCOLS.md "MTProto transport obfuscation" and "Fake-TLS".
+"""Fuzz tests for the relay's fake-TLS core (``relay.faketls``): the ClientHello parsers, the
+record reader and ``wrap``, against PROTOCOLS.md "Fake-TLS" (obfuscated2 is in
+``test_fuzz_obfs2.py``).
 
 Every parser gets arbitrary input, input behind a valid header, and mutations of valid input.
 It may refuse only with ``HandshakeError``; whatever it accepts is checked against an
-independent implementation of the wire rules (the HMAC and time window of a ClientHello, the
-keystreams of obfuscated2) written here from PROTOCOLS.md, not imported from the code under test.
+independent implementation of the wire rules (the HMAC and time window of a ClientHello)
+written here from PROTOCOLS.md, not imported from the code under test.
 
 Hypothesis is derandomized, and the modules' ``os.urandom`` is replaced by a seeded source (with
 hypothesis-chosen first candidates), so every example reproduces exactly.
@@ -16,80 +17,32 @@ import hashlib
 import hmac
 import random
 import struct
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from types import SimpleNamespace
-from typing import TypeVar
-from unittest import mock
+from collections.abc import Sequence
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from relay import faketls, obfs2
+from relay import faketls
 from relay.errors import HandshakeError
 from relay.faketls import ClientHello, RecordReader, hello_length, parse_client_hello, wrap
-from relay.obfs2 import Secret, client_header, ctr, dc_header, never_a_header, parse_client_header
+from relay.obfs2 import Secret
 from tests.relay import tlsclient
-
-FUZZ = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+from tests.relay.fuzzkit import (
+    DOMAIN,
+    FEW,
+    FUZZ,
+    GREASE,
+    KEY,
+    MAIN,
+    MAX_PAYLOAD,
+    MAX_PENDING,
+    NOW,
+    OTHER,
+    SECRETS,
+    T,
+    seeded,
 )
-FEW = settings(FUZZ, max_examples=100)
-
-NOW = 1_800_000_000  # 2027-01-15, fixed so nothing depends on the clock
-KEY = bytes.fromhex("0123456789abcdef0123456789abcdef")
-OTHER = bytes.fromhex("fedcba9876543210fedcba9876543210")
-MAIN = Secret("main", KEY)
-SECRETS = (Secret("other", OTHER), MAIN)
-DOMAIN = "example.com"
-T = TypeVar("T")
-
-# PROTOCOLS.md, written out again rather than taken from the modules.
-MAX_PAYLOAD = 16384
-MAX_PENDING = 5 + MAX_PAYLOAD + 256
-GREASE = {bytes([b, b]) for b in range(0x0A, 0x100, 0x10)}
-TAGS = (b"\xef\xef\xef\xef", b"\xee\xee\xee\xee", b"\xdd\xdd\xdd\xdd")
-FORBIDDEN_STARTS = (
-    b"HEAD",
-    b"POST",
-    b"GET ",
-    b"OPTI",
-    b"\xdd\xdd\xdd\xdd",
-    b"\xee\xee\xee\xee",
-    b"\x16\x03\x01\x02",
-)
-# The HTTP methods clients are required to avoid as a header's first 4 bytes; other methods
-# (PUT, DELETE...) can begin a genuine header, so the relay may not mask them early.
-HTTP_METHODS = b"GET POST HEAD OPTIONS".split()
-
-# ---------------------------------------------------------------------------------------------
-# Helpers: deterministic randomness, an independent ClientHello signer and verifier
-# ---------------------------------------------------------------------------------------------
-
-
-class SeededOS:
-    """Stands in for ``os`` in a module: ``urandom`` hands out ``first`` candidates, then a
-    seeded stream (each candidate is padded or cut to the requested size)."""
-
-    def __init__(self, seed: int, first: Sequence[bytes] = ()) -> None:
-        self._rng = random.Random(seed)
-        self._first = list(first)
-
-    def urandom(self, n: int) -> bytes:
-        if self._first:
-            return (self._first.pop(0) + self._rng.randbytes(n))[:n]
-        return self._rng.randbytes(n)
-
-
-@contextmanager
-def seeded(module: object, seed: int, first: Sequence[bytes] = ()) -> Iterator[None]:
-    with mock.patch.object(module, "os", SimpleNamespace(urandom=SeededOS(seed, first).urandom)):
-        yield
 
 
 def valid_hello(key: bytes = KEY, timestamp: int = NOW, seed: int = 0) -> bytes:
@@ -509,162 +462,3 @@ def test_wrap_round_trip(size: int, seed: int, cuts: list[int]) -> None:
     reader = RecordReader()
     out, failed = feed_all(reader, chunks(wrapped, cuts))
     assert not failed and out == data and reader.pending == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. obfuscated2: parse_client_header
-# ---------------------------------------------------------------------------------------------
-
-
-@given(st.binary(max_size=100) | st.binary(min_size=64, max_size=64))
-@FUZZ
-def test_parse_client_header_only_raises_handshake_error(header: bytes) -> None:
-    try:
-        stream = parse_client_header(header, SECRETS)
-    except HandshakeError as exc:
-        if len(header) != 64:
-            assert exc.reason == "short-header"
-        else:
-            assert exc.reason in ("unknown-secret", "bad-tag")
-    else:  # 3 in 2**32 for random 64 bytes: only if it really decrypts to a tag
-        assert len(header) == 64 and stream.tag in TAGS
-
-
-keys = st.binary(min_size=16, max_size=16)
-tags = st.sampled_from(TAGS)
-dcs = st.integers(-1000, 1000) | st.sampled_from([-1, 0, 1, 2, 5, 203])
-
-
-@st.composite
-def header_candidates(draw: st.DrawFn) -> list[bytes]:
-    """First urandom results: starts the generators must reject, to exercise their retry."""
-    bad = st.one_of(
-        st.sampled_from(FORBIDDEN_STARTS).map(lambda s: s + b"\x01\x02\x03\x04"),
-        st.binary(min_size=7, max_size=7).map(lambda b: b"\xef" + b),
-        st.binary(min_size=4, max_size=4).map(lambda b: b + bytes(4)),
-    )
-    return draw(st.lists(bad, max_size=3))
-
-
-def make_client(key: bytes, tag: bytes, dc: int, seed: int, first: Sequence[bytes] = ()):
-    with seeded(obfs2, seed, first):
-        return client_header(key, tag, dc)
-
-
-def check_generated(header: bytes) -> None:
-    assert len(header) == 64
-    assert header[0] != 0xEF
-    assert header[:4] not in FORBIDDEN_STARTS
-    assert header[4:8] != bytes(4)
-
-
-@given(
-    key=keys,
-    tag=tags,
-    dc=dcs,
-    seed=st.integers(0, 2**32),
-    first=header_candidates(),
-    up=st.binary(max_size=300),
-    down=st.binary(max_size=300),
-)
-@FUZZ
-def test_client_header_round_trip(key, tag, dc, seed, first, up, down) -> None:
-    header, encryptor, decryptor = make_client(key, tag, dc, seed, first)
-    check_generated(header)
-    assert not never_a_header(header)
-    secret = Secret("k", key)
-    others = [Secret("o", k) for k in (bytes(16), OTHER) if k != key]
-    stream = parse_client_header(header, [others[0], secret, *others[1:]])
-    assert (stream.secret, stream.tag, stream.dc) == (secret, tag, dc)
-    # client→proxy: the decryptor continues the client's keystream after the header
-    assert stream.decryptor.update(encryptor.update(up)) == up
-    # proxy→client: the keys handed back are the ones the client decrypts with
-    assert decryptor.update(ctr(stream.encrypt_key, stream.encrypt_iv).update(down)) == down
-    # independent key schedule (PROTOCOLS.md)
-    r = header[8:56][::-1]
-    assert stream.encrypt_key == hashlib.sha256(r[:32] + key).digest()
-    assert stream.encrypt_iv == r[32:48]
-    plain = ctr(hashlib.sha256(header[8:40] + key).digest(), header[40:56]).update(header)
-    assert plain[56:60] == tag and int.from_bytes(plain[60:62], "little", signed=True) == dc
-
-
-@given(key=keys, other=keys, tag=tags, dc=dcs, seed=st.integers(0, 2**32))
-@FUZZ
-def test_client_header_refusals(key, other, tag, dc, seed) -> None:
-    header = make_client(key, tag, dc, seed)[0]
-    if other != key:
-        with pytest.raises(HandshakeError) as info:
-            parse_client_header(header, [Secret("o", other)])
-        assert info.value.reason == "unknown-secret"
-    allowed = [t for t in TAGS if t != tag]
-    with pytest.raises(HandshakeError) as info:
-        parse_client_header(header, [Secret("k", key)], allowed)
-    assert info.value.reason == "bad-tag"
-    with pytest.raises(HandshakeError) as info:
-        parse_client_header(header[:63], [Secret("k", key)])
-    assert info.value.reason == "short-header"
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. obfuscated2: dc_header, plain and fast mode
-# ---------------------------------------------------------------------------------------------
-
-
-@given(
-    key=keys,
-    tag=tags,
-    dc=dcs,
-    seed=st.integers(0, 2**32),
-    first=header_candidates(),
-    fast=st.booleans(),
-    up=st.binary(max_size=300),
-    down=st.binary(max_size=300),
-)
-@FUZZ
-def test_dc_header(key, tag, dc, seed, first, fast, up, down) -> None:
-    header, _, client_decryptor = make_client(key, tag, dc, seed)
-    stream = parse_client_header(header, [Secret("k", key)])
-    with seeded(obfs2, seed + 1, first):
-        if fast:
-            out = dc_header(stream.tag, stream.dc, stream.encrypt_key, stream.encrypt_iv)
-        else:
-            out = dc_header(stream.tag, stream.dc)
-    check_generated(out.header)
-    # The DC's view: no secret, key = h[8:40], IV = h[40:56], the whole 64 bytes decrypted.
-    dc_in = ctr(out.header[8:40], out.header[40:56])
-    plain = dc_in.update(out.header)
-    assert plain[56:60] == tag
-    assert int.from_bytes(plain[60:62], "little", signed=True) == dc
-    assert dc_in.update(out.encryptor.update(up)) == up  # upload counter continues at 64
-    r = out.header[8:56][::-1]
-    dc_reply = ctr(r[:32], r[32:48]).update(down)
-    if fast:
-        assert out.decryptor is None
-        assert client_decryptor.update(dc_reply) == down  # forwarded untouched
-    else:
-        assert out.decryptor is not None
-        assert out.decryptor.update(dc_reply) == down
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. never_a_header
-# ---------------------------------------------------------------------------------------------
-
-
-@given(
-    method=st.sampled_from(HTTP_METHODS),
-    rest=st.sampled_from([b" / HTTP/1.1\r\n", b" * HTTP/1.0\r\nHost: x\r\n\r\n", b" "])
-    | st.binary(max_size=80).map(lambda b: b" " + b),
-)
-@FUZZ
-def test_never_a_header_for_http(method: bytes, rest: bytes) -> None:
-    assert never_a_header(method + rest)
-    assert never_a_header(b"\xef" + rest)  # the unobfuscated abridged transport
-
-
-@given(key=keys, tag=tags, dc=dcs, seed=st.integers(0, 2**32), first=header_candidates())
-@FUZZ
-def test_never_a_header_is_false_for_client_headers(key, tag, dc, seed, first) -> None:
-    header = make_client(key, tag, dc, seed, first)[0]
-    # The relay asks with whatever prefix has arrived so far.
-    assert not any(never_a_header(header[:n]) for n in range(65))

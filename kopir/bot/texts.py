@@ -1,7 +1,7 @@
 """What the bot says, in Kazakh, Russian and English.
 
 Every reply is built from these templates with ``str.format`` fields, so a translation can move
-the fields but never add new ones (``tests/kopir/test_bot_replies.py`` checks each language has
+the fields but never add new ones (``tests/kopir/test_bot_logic.py`` checks each language has
 the same keys and fields). The wording of verdicts follows the offline verifier page
 (``kopir/static/verifier.page.js``), so a citizen reads the same words in both places. Nothing
 here is political: a searched phone shows proxy data and how to use it.

@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.relay, which is not installed
 
+import procstat  # noqa: E402
+
 from proxylist import Distributor, LinkBook, Relay, Ring, probe_relays  # noqa: E402
 from proxylist.qr import encode, png  # noqa: E402
 from signing import SecretKey, sign_link  # noqa: E402
@@ -48,7 +50,6 @@ from tests.relay.fakedc import FakeDC  # noqa: E402
 
 HOST = "127.0.0.1"
 DOMAIN = "example.com"
-TICKS = os.sysconf("SC_CLK_TCK")
 NOW = time.time()
 RELAYS = 50
 K = 2
@@ -73,12 +74,6 @@ LISTENING = re.compile(r"relay listening on 127\.0\.0\.1:(\d+)")
 
 class BenchError(Exception):
     """The relay or a peer misbehaved; the message says what was seen."""
-
-
-def cpu_of(pid: int) -> float:
-    """utime + stime of a process, in seconds (field 2, the name, may hold spaces)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 @contextlib.asynccontextmanager
@@ -115,11 +110,15 @@ async def probes(count: int, concurrency: int) -> dict[str, float]:
         async with FakeDC("echo") as dc, relay_process(key, dc.port, Path(work)) as (pid, port):
             relay = Relay("local", HOST, port, key, "ee", DOMAIN)
             await probe_relays([relay], timeout=10, concurrency=1)  # warm up both sides
-            relay_cpu, own_cpu, wall = cpu_of(pid), time.process_time(), time.perf_counter()
+            relay_cpu, own_cpu, wall = (
+                procstat.usage(pid).total,
+                time.process_time(),
+                time.perf_counter(),
+            )
             results = await probe_relays([relay] * count, timeout=30, concurrency=concurrency)
             wall = time.perf_counter() - wall
             own_cpu = time.process_time() - own_cpu
-            relay_cpu = cpu_of(pid) - relay_cpu
+            relay_cpu = procstat.usage(pid).total - relay_cpu
     failed = [r for r in results if not r.ok]
     if failed:
         port = failed[0].ports[0]

@@ -78,6 +78,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.relay, which is not installed
 
+import procstat  # noqa: E402
+from procstat import Usage  # noqa: E402
+
 from relay import faketls, obfs2  # noqa: E402
 from tests.relay.fakedc import FakeDC  # noqa: E402
 from tests.relay.tlsclient import (  # noqa: E402
@@ -93,7 +96,6 @@ DOMAIN = "example.com"
 KEY = os.urandom(16)
 CHUNK = 64 * 1024
 GIB = 1 << 30
-TICKS = os.sysconf("SC_CLK_TCK")
 SINK_DC, SOURCE_DC = 2, 3
 CONNECT_BATCH = 64
 """Fake-TLS connections opened at once: well under the fake DC's accept backlog (100)."""
@@ -144,38 +146,19 @@ class Sizes:
 # -- the relay process --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Usage:
-    """A process's CPU time in seconds, in user space and in the kernel, and page faults."""
-
-    user: float
-    system: float
-    faults: int
-    """Minor page faults: each new page the kernel hands out (zeroed) counts one."""
-
-    @property
-    def total(self) -> float:
-        return self.user + self.system
-
-    def __sub__(self, other: Usage) -> Usage:
-        return Usage(self.user - other.user, self.system - other.system, self.faults - other.faults)
-
-
 @dataclass
 class RelayProcess:
     proc: asyncio.subprocess.Process
     port: int
 
     def usage(self) -> Usage:
-        """utime, stime and minflt (fields 14, 15 and 10; field 2, the name, may hold spaces)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return Usage(int(fields[11]) / TICKS, int(fields[12]) / TICKS, int(fields[7]))
+        return procstat.usage(self.proc.pid)
 
     def rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise BenchError(f"no VmRSS in /proc/{self.proc.pid}/status")
+        found = procstat.rss(self.proc.pid)
+        if found is None:
+            raise BenchError(f"no VmRSS in /proc/{self.proc.pid}/status")
+        return found
 
     async def settled(self) -> Usage:
         """Usage once the relay has stopped using CPU (at most about 5 s of waiting)."""

@@ -16,7 +16,7 @@ from kopir.web.charts import Series, bar_chart, health_grid, time_chart
 from kopir.web.statuspage import Published, metrics, render
 from proxylist import Relay
 from tests.chromium import ARTIFACTS, Browser
-from tests.kopir.test_web import NOW, TOKEN, DataSite, Served, make_data, probe
+from tests.kopir.webhelpers import NOW, TOKEN, DataSite, Served, make_data, probe
 
 SVG = "{http://www.w3.org/2000/svg}"
 RELAYS = (

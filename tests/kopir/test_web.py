@@ -14,33 +14,17 @@ import signing
 from signing import tlog
 from tests.kopir.webhelpers import (
     NOW,
-    TOKEN,
     DataSite,
-    Reply,
     Served,
     check_headers,
     check_refusal,
     make_data,
-    probe,
     served,
     site,
     write_config,
 )
 
-# ``served`` and ``site`` are fixtures, used by name; the rest are still imported from here by
-# ``test_web_fuzz.py`` and ``test_status_page.py``.
-__all__ = [
-    "served",
-    "site",
-    "TOKEN",
-    "DataSite",
-    "Reply",
-    "Served",
-    "check_headers",
-    "make_data",
-    "NOW",
-    "probe",
-]
+__all__ = ["served", "site"]  # fixtures, used by name
 
 
 # -- public files ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from signing import tlog
-from tests.kopir.test_web import (
+from tests.kopir.webhelpers import (
     TOKEN,
     DataSite,
     Reply,

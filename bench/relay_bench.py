@@ -52,7 +52,8 @@ per-round ratios. uvloop figures carry a ``uvloop_`` prefix. Run from anywhere:
         [--handshakes 2000] [--idle 9000] [--rounds 3]
 
 ``--quick`` (for CI) uses 32 MiB, 300 handshakes, 1000 idle connections and 2 rounds. At
-32 MiB the relay's CPU spans only a few clock ticks (10 ms each), so its figures are coarse.
+32 MiB the relay's CPU spans only a few clock ticks (10 ms each), so its figures are coarse,
+and a ratio whose divisor saw no tick at all is ``nan`` (left out of the medians).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import re
 import resource
@@ -466,9 +468,7 @@ async def handshakes(rig: Rig, sizes: Sizes) -> float:
     workers = asyncio.gather(*(_handshake_worker(rig.relay.port, n) for n in shares))
     await bounded(workers, 60 + sizes.handshakes * 0.05, f"{sizes.handshakes} handshakes")
     spent = (await rig.relay.settled() - start).total
-    if spent <= 0:
-        raise BenchError(f"{sizes.handshakes} handshakes took less than a clock tick")
-    return sizes.handshakes / spent
+    return ratio(sizes.handshakes, spent)
 
 
 async def _handshake_worker(port: int, count: int) -> None:
@@ -499,6 +499,12 @@ async def idle(rig: Rig, sizes: Sizes) -> tuple[int, float]:
 # -- the run ------------------------------------------------------------------------------
 
 
+def ratio(part: float, whole: float) -> float:
+    """``part / whole``, or NaN (printed ``nan``, left out of medians) when ``whole`` is 0: CPU
+    time from ``/proc`` comes in clock ticks (10 ms), and ``--quick`` runs may see none."""
+    return part / whole if whole else math.nan
+
+
 async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
     """Every figure once, against a fresh relay on ``loop``; appends to ``out``."""
     async with rig(loop, work) as r:
@@ -508,11 +514,11 @@ async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
             per_gib = GIB / moved
             out["crypto_floor_cpu_s_per_gib"].append(floor)
             out[f"{direction}_cpu_s_per_gib"].append(used.total * per_gib)
-            out[f"{direction}_floor_ratio"].append(used.total * per_gib / floor)
+            out[f"{direction}_floor_ratio"].append(ratio(used.total * per_gib, floor))
             sockets = await socket_floor(sizes.total)
             out[f"{direction}_socket_floor_cpu_s_per_gib"].append(sockets)
-            out[f"{direction}_socket_ratio"].append(used.total * per_gib / sockets)
-            out["socket_floor_crypto_ratio"].append(sockets / floor)
+            out[f"{direction}_socket_ratio"].append(ratio(used.total * per_gib, sockets))
+            out["socket_floor_crypto_ratio"].append(ratio(sockets, floor))
             out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
             out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
             out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
@@ -623,7 +629,7 @@ def main() -> None:
     for loop in (loop for loop in loops if loop not in failed):
         prefix = "" if loop == "asyncio" else f"{loop}_"
         for name, form in FIGURES.items():
-            values = samples[loop][name]
+            values = [v for v in samples[loop][name] if not math.isnan(v)] or [math.nan]
             value = min(values) if name == "idle_connections" else statistics.median(values)
             print(f"{prefix}{name}: {form.format(value)}")
     print(f"bench_wall_s: {time.monotonic() - started:.0f}")

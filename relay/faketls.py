@@ -25,6 +25,7 @@ import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from relay.errors import HandshakeError
 from relay.obfs2 import Secret
@@ -209,15 +210,11 @@ class RecordReader:
         if self._buffer:  # finish the record a previous read left incomplete
             view = self._complete(view, payloads)
         pos, size = 0, len(view)
-        unpack = _HEADER.unpack_from
         while size - pos >= RECORD_HEADER:  # per record, so kept to a few cheap steps
-            kind, version, length = unpack(view, pos)
-            if kind != 0x17 or version != 0x0303 or length > MAX_RECORD_PAYLOAD + 256:
-                length = _record_length(view[pos : pos + RECORD_HEADER])  # raises or a CCS
-            end = pos + RECORD_HEADER + length
+            end = pos + RECORD_HEADER + _record_length(view, pos)
             if end > size:
                 break
-            if kind == 0x17:
+            if view[pos] == 0x17:
                 payloads.append(view[pos + RECORD_HEADER : end])
             pos = end
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)
@@ -242,12 +239,12 @@ class RecordReader:
         return view[missing:]
 
 
-def _record_length(head: bytes | bytearray | memoryview) -> int:
-    """The payload length from a record header, after checking its type and version."""
-    kind = head[0]
-    if kind not in (0x14, 0x17) or head[1] != 3 or head[2] != 3:
+def _record_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:
+    """The payload length from the record header at ``pos``, after checking its type and
+    version (one ``unpack_from``, no slice: this runs once per record)."""
+    kind, version, length = cast(tuple[int, int, int], _HEADER.unpack_from(buf, pos))
+    if kind not in (0x14, 0x17) or version != 0x0303:
         raise HandshakeError("bad-record", f"unexpected TLS record type {kind:#04x}")
-    length = (head[3] << 8) | head[4]
     if length > MAX_RECORD_PAYLOAD + 256:
         raise HandshakeError("bad-record", f"TLS record of {length} bytes is too long")
     return length

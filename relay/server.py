@@ -161,11 +161,11 @@ class Relay:
         self._timer = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
 
-class _Peer(asyncio.BufferedProtocol):
-    """The far side (DC or mask host) of a client connection."""
+class _Side(asyncio.BufferedProtocol):
+    """What both sides of a relayed connection share: the transport with zero write-buffer
+    limits, its socket descriptor for ``_send``, and reads into the shared buffer."""
 
-    def __init__(self, client: ClientProtocol) -> None:
-        self.client = client
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.fd = -1
 
@@ -177,6 +177,14 @@ class _Peer(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return _RECEIVE
+
+
+class _Peer(_Side):
+    """The far side (DC or mask host) of a client connection."""
+
+    def __init__(self, client: ClientProtocol) -> None:
+        super().__init__()
+        self.client = client
 
     def buffer_updated(self, nbytes: int) -> None:
         with _RECEIVE[:nbytes] as view:
@@ -192,11 +200,10 @@ class _Peer(asyncio.BufferedProtocol):
         self.client.resume_reading()
 
 
-class ClientProtocol(asyncio.BufferedProtocol):
+class ClientProtocol(_Side):
     def __init__(self, relay: Relay) -> None:
+        super().__init__()
         self.relay = relay
-        self.transport: asyncio.Transport | None = None
-        self.fd = -1
         self.peer: _Peer | None = None
         self.buffer = bytearray()
         self.state = "handshake"
@@ -210,13 +217,10 @@ class ClientProtocol(asyncio.BufferedProtocol):
     # -- life cycle ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.fd = _fileno(transport)
+        super().connection_made(transport)
         if len(self.relay.connections) >= self.relay.settings.max_connections:
             self.relay.metrics.inc("relay_refused_total", reason="max-connections")
-            self.transport.abort()
+            cast(asyncio.Transport, transport).abort()
             self.closed = True
             return
         self.relay.connections.add(self)
@@ -261,9 +265,6 @@ class ClientProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     # -- data ----------------------------------------------------------------------------
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _RECEIVE
 
     def buffer_updated(self, nbytes: int) -> None:
         with _RECEIVE[:nbytes] as view:
@@ -484,7 +485,7 @@ def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]
         try:
             sent = os.writev(fd, parts)
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            pass  # the socket is full: all of it goes to the transport
         except OSError as exc:
             log.debug("send failed: %s", exc)
             return False

@@ -25,17 +25,25 @@ measures, per event loop:
   process's environment, so ``MALLOC_*`` variables set here change the figures.
 - ``upload_socket_floor_cpu_s_per_gib`` (and ``download_...``, each measured next to its
   transfer): the least CPU time any Python relay spends to move the bytes at all. A minimal
-  forwarder process (``FORWARDER`` below: blocking ``recv_into`` a reused buffer, then
-  ``sendall``; no crypto, no framing) sits between a source and a sink in this process, on
-  the same loopback TCP, and is counted the same way as the relay. ``upload_socket_ratio``
-  and ``download_socket_ratio`` divide each direction by it. The kernel's share of loopback
-  TCP (the copies in and out, and the receiving socket's softirq work, which loopback charges
-  to the sender) is part of both, so this says how much of the relay's cost is ours.
+  forwarder process (``FORWARDER`` below, work ``plain``: blocking ``recv_into`` a reused
+  buffer, then ``sendall``; no crypto, no framing) sits between a source and a sink in this
+  process, on the same loopback TCP, and is counted the same way as the relay.
+  ``upload_socket_ratio`` and ``download_socket_ratio`` divide each direction by it. The
+  kernel's share of loopback TCP (the copies in and out, and the receiving socket's softirq
+  work, which loopback charges to the sender) is part of both, so this says how much of the
+  relay's cost is ours.
   ``socket_floor_crypto_ratio`` is the socket floor over the crypto floor (both directions'
   samples): the forwarder's own user time is a few percent of it, so it is the kernel's price
   of moving the bytes through any relay that copies them through user space, in any language.
   Where it exceeds 2, the download target is out of reach on that machine, and the upload
   target (two AES passes on top) too.
+- ``upload_work_floor_cpu_s_per_gib`` (and ``download_...``): the same forwarder doing only
+  the work that direction needs, with the relay's own sans-IO code and no event loop. Upload:
+  TLS records in, their payloads joined, decrypted and encrypted again (two AES-256-CTR
+  passes), ``sendall``. Download (fast mode, no crypto): each read wrapped in TLS records and
+  sent with one ``sendmsg``. ``*_work_floor_crypto_ratio`` is that over the crypto floor: the
+  best ``*_floor_ratio`` a relay built this way can reach on the machine. ``*_work_ratio`` is
+  the relay over it: what asyncio, the protocol objects and the bookkeeping add.
 - ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
   after the server's three records, so the relay never dials a DC (target: at least 3000).
 - ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
@@ -348,53 +356,84 @@ def crypto_floor(total: int) -> float:
 
 
 FORWARDER = """
-import socket, sys
+import os, socket, sys
+sys.path.insert(0, sys.argv[3])
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from relay import faketls
+from relay.tuning import tune_allocator
+
+tune_allocator()  # as kopir relay serve does
+work = sys.argv[2]
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
 source, _ = listener.accept()
 sink = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 buf = bytearray(256 * 1024)  # as large as the relay's own receive buffer
 view = memoryview(buf)
+out = memoryview(bytearray(len(buf) + 32 * 1024))
+keys = [Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
+        for _ in range(2)]
+records = faketls.RecordReader()
 while n := source.recv_into(buf):
-    sink.sendall(view[:n])
+    if work == "upload":  # TLS records in; their payload decrypted and encrypted again
+        parts = records.payloads(view[:n])
+        size = keys[0].update_into(b"".join(parts), out)
+        keys[1].update_into(out[:size], out)
+        sink.sendall(out[:size])
+    elif work == "download":  # wrapped in TLS records on the way out
+        parts = faketls.wrap_parts(view[:n])
+        sent, total = sink.sendmsg(parts), sum(map(len, parts))
+        if sent < total:
+            sink.sendall(b"".join(parts)[sent:])
+    else:
+        sink.sendall(view[:n])
 sink.close()
 input()
 """
+WORK = ("plain", "upload", "download")
 
 
-async def socket_floor(total: int) -> float:
-    """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes."""
+async def forwarder_floor(total: int, work: str) -> float:
+    """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes, doing
+    ``work`` (one of ``WORK``) on them."""
     moved = max(1, total // CHUNK) * CHUNK
-    got = 0
+    got, done = 0, asyncio.Event()
 
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal got
         while data := await reader.read(256 * 1024):
             got += len(data)
         writer.close()
+        done.set()
 
     server = await asyncio.start_server(sink, HOST, 0)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", FORWARDER, str(server.sockets[0].getsockname()[1]),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-c", FORWARDER, str(server.sockets[0].getsockname()[1]), work,
+        str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         assert proc.stdout is not None
-        port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
-        forwarder = RelayProcess(proc, port)
-        _, writer = await asyncio.open_connection(HOST, port)
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        if not line.strip().isdigit():
+            raise BenchError(f"the {work} forwarder did not start (it printed {line!r})")
+        forwarder = RelayProcess(proc, int(line))
+        _, writer = await asyncio.open_connection(HOST, forwarder.port)
+        chunk = os.urandom(CHUNK)
         start = await forwarder.settled()
-        await bounded(_push(writer, os.urandom(CHUNK), moved // CHUNK), transfer_timeout(moved),
-                      "the socket floor's source")  # fmt: skip
+        await bounded(
+            _push(writer, faketls.wrap(chunk) if work == "upload" else chunk, moved // CHUNK),
+            transfer_timeout(moved), f"the {work} forwarder's source",
+        )  # fmt: skip
         writer.close()
-        await wait_until(lambda: got >= moved, lambda: f"the forwarder passed {got} of {moved}",
-                         transfer_timeout(moved))  # fmt: skip
+        await bounded(done.wait(), transfer_timeout(moved), f"the {work} forwarder")
         used = await forwarder.settled() - start
     finally:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
         server.close()
+    if got != moved and not (work == "download" and got > moved):
+        raise BenchError(f"the {work} forwarder passed {got} of {moved} bytes")
     return used.total * GIB / moved
 
 
@@ -515,10 +554,14 @@ async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
             out["crypto_floor_cpu_s_per_gib"].append(floor)
             out[f"{direction}_cpu_s_per_gib"].append(used.total * per_gib)
             out[f"{direction}_floor_ratio"].append(ratio(used.total * per_gib, floor))
-            sockets = await socket_floor(sizes.total)
+            sockets = await forwarder_floor(sizes.total, "plain")
             out[f"{direction}_socket_floor_cpu_s_per_gib"].append(sockets)
             out[f"{direction}_socket_ratio"].append(ratio(used.total * per_gib, sockets))
             out["socket_floor_crypto_ratio"].append(ratio(sockets, floor))
+            needed = await forwarder_floor(sizes.total, direction)
+            out[f"{direction}_work_floor_cpu_s_per_gib"].append(needed)
+            out[f"{direction}_work_floor_crypto_ratio"].append(ratio(needed, floor))
+            out[f"{direction}_work_ratio"].append(ratio(used.total * per_gib, needed))
             out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
             out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
             out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
@@ -541,6 +584,12 @@ FIGURES = {
     "download_socket_floor_cpu_s_per_gib": "{:.3f}",
     "download_socket_ratio": "{:.2f}",
     "socket_floor_crypto_ratio": "{:.2f}",
+    "upload_work_floor_cpu_s_per_gib": "{:.3f}",
+    "upload_work_floor_crypto_ratio": "{:.2f}",
+    "upload_work_ratio": "{:.2f}",
+    "download_work_floor_cpu_s_per_gib": "{:.3f}",
+    "download_work_floor_crypto_ratio": "{:.2f}",
+    "download_work_ratio": "{:.2f}",
     "handshakes_per_cpu_s": "{:.0f}",
     "idle_connections": "{:.0f}",
     "rss_bytes_per_idle_connection": "{:.0f}",

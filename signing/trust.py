@@ -49,8 +49,14 @@ class TrustKey:
     revoked: str | None = None
     """RFC 3339 time from which the key counts for nothing."""
 
+    @property
+    def revoked_at(self) -> float | None:
+        """``revoked`` as a Unix time; None for a key that was never revoked."""
+        return None if self.revoked is None else parse_rfc3339(self.revoked, "revoked")
+
     def active(self, now: float) -> bool:
-        return self.revoked is None or now < parse_rfc3339(self.revoked, "revoked")
+        revoked = self.revoked_at
+        return revoked is None or now < revoked
 
     def to_json(self) -> dict[str, Any]:
         return {

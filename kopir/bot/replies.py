@@ -163,7 +163,13 @@ def _explain_failure(
         return text(language, "expired", until=utc(_exp_seconds(link.exp or "")))
     if exc.reason == "revoked-key":
         key = trust.link_keys.get(link.kid or "")
-        return text(language, "revoked-key", name=key.name if key else link.kid)
+        revoked = key.revoked_at if key else None
+        return text(
+            language,
+            "revoked-key",
+            name=key.name if key else link.kid,
+            when=utc(revoked) if revoked is not None else "?",
+        )
     if exc.reason == "unknown-key":
         return text(language, "unknown-key", kid=link.kid)
     return text(language, "bad-signature")

@@ -58,7 +58,9 @@ TEXTS: dict[Language, dict[str, str]] = {
         "unknown-key": (
             "⚠️ Unknown key: signed with key {kid}, which is not trusted. Do not use it."
         ),
-        "revoked-key": "⛔ Revoked key: the key {name} was revoked. Do not use this link.",
+        "revoked-key": (
+            "⛔ Revoked key: the key {name} was revoked on {when}. Do not use this link."
+        ),
         "bad-signature": (
             "⛔ Tampered or forged: the signature does not match, so someone changed or made up "
             "this link. Do not use it."
@@ -116,7 +118,7 @@ TEXTS: dict[Language, dict[str, str]] = {
         "unknown-key": (
             "⚠️ Неизвестный ключ: подписана ключом {kid}, которому нет доверия. Не используйте её."
         ),
-        "revoked-key": "⛔ Отозванный ключ: ключ {name} отозван. Не используйте эту ссылку.",
+        "revoked-key": "⛔ Отозванный ключ: ключ {name} отозван {when}. Не используйте эту ссылку.",
         "bad-signature": (
             "⛔ Подделка: подпись не совпадает, кто-то изменил или подделал эту ссылку. Не "
             "используйте её."
@@ -181,7 +183,8 @@ TEXTS: dict[Language, dict[str, str]] = {
         ),
         "unknown-key": "⚠️ Белгісіз кілт: сенімсіз {kid} кілтімен қол қойылған. Оны пайдаланбаңыз.",
         "revoked-key": (
-            "⛔ Кері қайтарылған кілт: {name} кілті кері қайтарылды. Бұл сілтемені пайдаланбаңыз."
+            "⛔ Кері қайтарылған кілт: {name} кілті {when} кері қайтарылды. Бұл сілтемені "
+            "пайдаланбаңыз."
         ),
         "bad-signature": (
             "⛔ Жалған: қолтаңба сәйкес келмейді, сілтемені біреу өзгерткен немесе қолдан жасаған."

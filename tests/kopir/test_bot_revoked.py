@@ -1,7 +1,8 @@
 """A link signed by a key the operators revoked, sent to the bot through a fake Bot API server
-on loopback: the bot says the key is revoked, in the reader's language, and never that the
-link is trustworthy. The same link under the same trust root before the revocation is the
-control: it must be called trustworthy, so the test fails if revocation were ignored."""
+on loopback: the bot says the key is revoked and since when, in the reader's language, and
+never that the link is trustworthy. The same link under the same trust root before the
+revocation is the control: it must be called trustworthy, so the test fails if revocation
+were ignored."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ async def test_a_link_signed_by_a_revoked_key_is_explained_as_revoked(
         # bump and signatures, which the bot does not read); the bot reads trust.json afresh for
         # every message, so the very same link is now refused.
         path = config.in_data(config.signing.trust)
-        revoked = trust.with_revoked(name, rfc3339(time.time() - HOUR))
+        when = time.time() - HOUR
+        revoked = trust.with_revoked(name, rfc3339(when))
+        shown = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
         partial = path.with_name(path.name + ".tmp")
         partial.write_bytes(revoked.encode())
         partial.replace(path)
@@ -50,14 +53,14 @@ async def test_a_link_signed_by_a_revoked_key_is_explained_as_revoked(
         await api.say(CITIZEN, f"/verify {link}")
         english = (await api.wait_sent(CITIZEN, 2))[-1]
         assert "Links found: 1." in english.text and "127.0.0.1:443" in english.text
-        expected = f"⛔ Revoked key: the key {name} was revoked. Do not use this link."
+        expected = f"⛔ Revoked key: the key {name} was revoked on {shown}. Do not use this link."
         assert expected in english.text
         assert "✅" not in english.text and "open it in Telegram" not in english.text
         assert "reply_markup" not in english.params
 
         await api.say(CITIZEN, f"Прокси от друга: {link}", language="ru")
         russian = (await api.wait_sent(CITIZEN, 3))[-1]
-        expected = f"⛔ Отозванный ключ: ключ {name} отозван. Не используйте эту ссылку."
+        expected = f"⛔ Отозванный ключ: ключ {name} отозван {shown}. Не используйте эту ссылку."
         assert expected in russian.text
         assert "✅" not in russian.text and "открыть в Telegram" not in russian.text
         assert "reply_markup" not in russian.params

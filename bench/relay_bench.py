@@ -390,12 +390,11 @@ while n := source.recv_into(buf):
 sink.close()
 input()
 """
-WORK = ("plain", "upload", "download")
 
 
 async def forwarder_floor(total: int, work: str) -> float:
     """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes, doing
-    ``work`` (one of ``WORK``) on them."""
+    ``work`` on them: ``plain``, ``upload`` or ``download`` (see ``FORWARDER``)."""
     moved = max(1, total // CHUNK) * CHUNK
     got, done = 0, asyncio.Event()
 

@@ -44,20 +44,29 @@ measures, per event loop:
   sent with one ``sendmsg``. ``*_work_floor_crypto_ratio`` is that over the crypto floor: the
   best ``*_floor_ratio`` a relay built this way can reach on the machine. ``*_work_ratio`` is
   the relay over it: what asyncio, the protocol objects and the bookkeeping add.
+- ``download_splice_floor_cpu_s_per_gib``: the download work floor of a relay that never
+  copies the bytes through user space (work ``splice``): the DC's bytes are spliced into a
+  pipe, and from it into the client's socket one record payload at a time, each after its
+  5-byte record header (``send`` with ``MSG_MORE``). ``download_splice_floor_crypto_ratio``
+  is that over the crypto floor. Records carry at most 16 KiB (larger ones would stand out
+  to DPI), so this costs two system calls per 16 KiB; it says whether a zero-copy data path
+  would reach the download target here.
 - ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
   after the server's three records, so the relay never dials a DC (target: at least 3000).
 - ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
   to a cap, each past its handshake and obfuscated2 header (so the relay has dialled the sink
   DC), then silent; the relay's RSS is read at each step and the figure is the least-squares
   slope of RSS against the count (target: at most 16 KiB). Both the relay and this process
-  hold two descriptors per connection, so the cap stays under half the hard RLIMIT_NOFILE.
+  hold two descriptors per connection, so RLIMIT_NOFILE must allow twice the count: the
+  bench raises it (the hard limit too, when run as root), and when it cannot, says so and
+  stops at what fits.
 
 Each round starts one relay per event loop, asyncio's and (when installed) uvloop's, in
 alternation (A B A B); the figures are medians over the rounds, and the ratios medians of
 per-round ratios. uvloop figures carry a ``uvloop_`` prefix. Run from anywhere:
 
     python bench/relay_bench.py [--quick] [--no-uvloop] [--mib 512] [--clients 8]
-        [--handshakes 2000] [--idle 9000] [--rounds 3]
+        [--handshakes 2000] [--idle 10000] [--rounds 3]
 
 ``--quick`` (for CI) uses 32 MiB, 300 handshakes, 1000 idle connections and 2 rounds. At
 32 MiB the relay's CPU spans only a few clock ticks (10 ms each), so its figures are coarse,
@@ -374,19 +383,30 @@ out = memoryview(bytearray(len(buf) + 32 * 1024))
 keys = [Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
         for _ in range(2)]
 records = faketls.RecordReader()
-while n := source.recv_into(buf):
-    if work == "upload":  # TLS records in; their payload decrypted and encrypted again
-        parts = records.payloads(view[:n])
-        size = keys[0].update_into(b"".join(parts), out)
-        keys[1].update_into(out[:size], out)
-        sink.sendall(out[:size])
-    elif work == "download":  # wrapped in TLS records on the way out
-        parts = faketls.wrap_parts(view[:n])
-        sent, total = sink.sendmsg(parts), sum(map(len, parts))
-        if sent < total:
-            sink.sendall(b"".join(parts)[sent:])
-    else:
-        sink.sendall(view[:n])
+if work == "splice":  # download with no copies: payloads spliced, record headers sent
+    import fcntl
+    pipe_out, pipe_in = os.pipe()
+    fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, 1 << 20)
+    while n := os.splice(source.fileno(), pipe_in, 1 << 20):
+        for start in range(0, n, faketls.MAX_RECORD_PAYLOAD):
+            size = min(n - start, faketls.MAX_RECORD_PAYLOAD)
+            sink.sendall(faketls.APPDATA_PREFIX + size.to_bytes(2, "big"), socket.MSG_MORE)
+            while size:
+                size -= os.splice(pipe_out, sink.fileno(), size, flags=os.SPLICE_F_MORE)
+else:
+    while n := source.recv_into(buf):
+        if work == "upload":  # TLS records in; their payload decrypted and encrypted again
+            parts = records.payloads(view[:n])
+            size = keys[0].update_into(b"".join(parts), out)
+            keys[1].update_into(out[:size], out)
+            sink.sendall(out[:size])
+        elif work == "download":  # wrapped in TLS records on the way out
+            parts = faketls.wrap_parts(view[:n])
+            sent, total = sink.sendmsg(parts), sum(map(len, parts))
+            if sent < total:
+                sink.sendall(b"".join(parts)[sent:])
+        else:
+            sink.sendall(view[:n])
 sink.close()
 input()
 """
@@ -394,7 +414,7 @@ input()
 
 async def forwarder_floor(total: int, work: str) -> float:
     """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes, doing
-    ``work`` on them: ``plain``, ``upload`` or ``download`` (see ``FORWARDER``)."""
+    ``work`` on them: ``plain``, ``upload``, ``download`` or ``splice`` (see ``FORWARDER``)."""
     moved = max(1, total // CHUNK) * CHUNK
     got, done = 0, asyncio.Event()
 
@@ -431,7 +451,7 @@ async def forwarder_floor(total: int, work: str) -> float:
             proc.kill()
         await proc.wait()
         server.close()
-    if got != moved and not (work == "download" and got > moved):
+    if got != moved and not (work in ("download", "splice") and got > moved):
         raise BenchError(f"the {work} forwarder passed {got} of {moved} bytes")
     return used.total * GIB / moved
 
@@ -564,6 +584,10 @@ async def one_round(loop: str, sizes: Sizes, work: Path, out: Samples) -> None:
             out[f"{direction}_user_cpu_s_per_gib"].append(used.user * per_gib)
             out[f"{direction}_system_cpu_s_per_gib"].append(used.system * per_gib)
             out[f"{direction}_page_faults_per_gib"].append(used.faults * per_gib)
+            if direction == "download":
+                spliced = await forwarder_floor(sizes.total, "splice")
+                out["download_splice_floor_cpu_s_per_gib"].append(spliced)
+                out["download_splice_floor_crypto_ratio"].append(ratio(spliced, floor))
         out["handshakes_per_cpu_s"].append(await handshakes(r, sizes))
         reached, slope = await idle(r, sizes)
         out["idle_connections"].append(reached)
@@ -589,6 +613,8 @@ FIGURES = {
     "download_work_floor_cpu_s_per_gib": "{:.3f}",
     "download_work_floor_crypto_ratio": "{:.2f}",
     "download_work_ratio": "{:.2f}",
+    "download_splice_floor_cpu_s_per_gib": "{:.3f}",
+    "download_splice_floor_crypto_ratio": "{:.2f}",
     "handshakes_per_cpu_s": "{:.0f}",
     "idle_connections": "{:.0f}",
     "rss_bytes_per_idle_connection": "{:.0f}",
@@ -624,13 +650,26 @@ async def run(loops: list[str], sizes: Sizes, rounds: int) -> tuple[dict[str, Sa
 
 
 def raise_fd_limit(connections: int) -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard one (the relay inherits it); return how many
-    idle connections fit: two descriptors each, here and in the relay."""
+    """Raise RLIMIT_NOFILE so that ``connections`` idle connections fit (the relay inherits
+    it): two descriptors each, here and in the relay. The hard limit is raised too when the
+    bench may (root); otherwise the soft one goes up to the hard one. Returns how many fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * connections + FD_SPARE
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):  # not allowed: keep the hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            soft = hard = wanted
     if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 2 * connections + FD_SPARE)
+        hard = max(soft, wanted)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return min(connections, (hard - FD_SPARE) // 2)
+    fit = min(connections, (hard - FD_SPARE) // 2)
+    if fit < connections:
+        print(
+            f"relay_bench: the open-file limit ({hard}) fits {fit} idle connections, not "
+            f"{connections}; raise it (ulimit -Hn) for the full figure",
+            file=sys.stderr,
+        )
+    return fit
 
 
 def parse_args() -> argparse.Namespace:
@@ -641,7 +680,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="parallel transfer clients")
     parser.add_argument("--handshakes", type=int, help="handshakes per round (2000; quick 300)")
     parser.add_argument("--parallel", type=int, default=8, help="handshakes in flight")
-    parser.add_argument("--idle", type=int, help="idle connection cap (9000; quick 1000)")
+    parser.add_argument("--idle", type=int, help="idle connections (10000; quick 1000)")
     parser.add_argument("--idle-steps", type=int, default=6, help="RSS readings after 0")
     parser.add_argument("--rounds", type=int, help="rounds per loop (3; quick 2)")
     return parser.parse_args()
@@ -655,7 +694,7 @@ def main() -> None:
         clients=args.clients,
         handshakes=args.handshakes or (300 if quick else 2000),
         parallel=args.parallel,
-        idle=raise_fd_limit(args.idle or (1000 if quick else 9000)),
+        idle=raise_fd_limit(args.idle or (1000 if quick else 10_000)),
         idle_steps=args.idle_steps,
     )
     rounds = args.rounds or (2 if quick else 3)

@@ -34,7 +34,7 @@ LINK_PATTERN = re.compile(
 def signatures_for(path: Path) -> list[signing.Signature]:
     """Every ``<path>.<KEYID>.minisig`` beside a document; unreadable ones are reported."""
     found = []
-    for sig_path in sorted(path.parent.glob(f"{path.name}.*.minisig")):
+    for sig_path in signing.signature_files(path).values():
         try:
             found.append(signing.load_signature(sig_path))
         except signing.SigningError as exc:

@@ -9,6 +9,7 @@ from signing.keyfiles import (
     load_secret_key,
     load_signature,
     save_signature,
+    signature_files,
 )
 from signing.link import Link, format_exp, parse_link, sign_link, verify_link
 from signing.listdoc import (
@@ -65,6 +66,7 @@ __all__ = [
     "sign_link",
     "sign_list",
     "sign_trust_root",
+    "signature_files",
     "signature_name",
     "verify",
     "verify_link",

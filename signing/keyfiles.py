@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from signing.fileio import read_text, write_atomic
 from signing.minisign import PublicKey, SecretKey, Signature, parse_secret_key, parse_signature
 
 PASSPHRASE_ENV = "KOPIR_KEY_PASSPHRASE"
+
+# ``.<KEYID>.minisig`` after a document's name, the key id as minisign prints it (upper-case
+# hex, no zero padding). Strict, so that ``trust.json.v1.<KEYID>.minisig``, an archived
+# version's signature, is not taken for one of ``trust.json``'s own.
+_SIGNATURE_SUFFIX = re.compile(r"\.([0-9A-F]{1,16})\.minisig")
 
 PassphraseSource = Callable[[], bytes]
 
@@ -104,3 +110,18 @@ def load_signature(path: Path) -> Signature:
 
 def save_signature(path: Path, signature: Signature) -> None:
     write_atomic(path, signature.text().encode("utf-8"))
+
+
+def signature_files(document: Path) -> dict[str, Path]:
+    """A document's own ``<name>.<KEYID>.minisig`` files beside it, by key id, sorted.
+
+    Only the exact pattern counts: ``trust.json.v1.<KEYID>.minisig`` belongs to the archived
+    ``trust.json.v1``, not to ``trust.json``.
+    """
+    found: dict[str, Path] = {}
+    for path in sorted(document.parent.glob("*.minisig")):
+        suffix = path.name[len(document.name) :]
+        match = _SIGNATURE_SUFFIX.fullmatch(suffix)
+        if match and path.name.startswith(document.name):
+            found[match.group(1)] = path
+    return found

@@ -207,12 +207,15 @@ def _scan_qr(image: Path) -> list[str]:
 
 
 def _read_text_arg(arg: str) -> str:
+    """``-`` reads standard input; the name of a readable file reads the file; anything else
+    (an SMS text, which may well be longer than a file name can be) is the text itself."""
     if arg == "-":
         return sys.stdin.read()
-    path = Path(arg)
-    if len(arg) < 4096 and "\n" not in arg and path.is_file():
-        return read_text(path, "message")
-    return arg
+    try:
+        is_file = "\n" not in arg and Path(arg).is_file()
+    except OSError:  # for example too long for a file name: then it is text
+        is_file = False
+    return read_text(Path(arg), "message") if is_file else arg
 
 
 def _report_links(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:

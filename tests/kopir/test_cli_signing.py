@@ -279,3 +279,14 @@ def test_verify_list_remembers_by_default_and_no_state_opts_out(ops: Path, tmp_p
     assert (
         kopir("verify", "list", paths[0], "--trust", trust, "--no-state", env=env).returncode == 0
     )
+
+
+def test_verify_sms_takes_a_long_text_that_cannot_be_a_file_name(ops: Path) -> None:
+    good = signed_link(ops)
+    # Over 255 bytes before the link, as a real SMS in Kazakh easily is: no file has such a
+    # name, so it is the text, and neither a traceback nor "File name too long".
+    text = "Сәлем! Интернет өшірілді, бірақ Telegram осы прокси арқылы ашылады. " * 4 + good
+    assert len(text.split("/")[0].encode()) > 255
+    result = kopir("verify", "sms", text, "--trust", ops / "trust.json")
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout and "Traceback" not in result.stderr

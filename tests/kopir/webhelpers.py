@@ -7,9 +7,10 @@ import http.client
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +21,8 @@ from kopir.web import StatusHistory, WebSources, bound_port, make_app, serve_web
 from proxylist import STAGES, ListStore, PortResult, ProbeResult, Relay, StageResult, publish
 from signing.canonical import rfc3339
 from signing.fileio import write_atomic
+
+T = TypeVar("T")
 
 TOKEN = "operator-token-0123456789abcdef"
 TOKEN_ENV = "KOPIR_TEST_WEB_TOKEN"
@@ -159,7 +162,7 @@ class Served:
         self.runner = self._call(serve_web(self.app, config.web.listen))
         self.port = bound_port(self.runner)
 
-    def _call(self, coro):  # type: ignore[no-untyped-def]
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     def close(self) -> None:

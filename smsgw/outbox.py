@@ -1,10 +1,12 @@
 """The ``outbox`` backend: messages become files in the data dir instead of SMS.
 
 It is the default, so the whole pipeline runs with no provider: each accepted part is written
-as ``<outbox>/<queue id>.json`` (atomically), and a line is appended to ``<outbox>/outbox.log``
-for people to read. The files name the recipient by keyed reference only, never by number, so
-an outbox on a seized laptop reveals no one. The outbox "delivers" at once: it reports a
-``delivered`` receipt for every message it accepts.
+as ``<outbox>/<queue id>.json`` (atomically). For people, ``<outbox>/outbox.log`` gets a line
+per whole message, as the recipient's phone would show it: the parts of a concatenated SMS
+are joined once the last one arrives (``kopir verify sms - < outbox.log`` checks every link in
+them). The files name the recipient by keyed reference only, never by number, so an outbox on
+a seized laptop reveals no one. The outbox "delivers" at once: it reports a ``delivered``
+receipt for every message it accepts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smsgw.backend import InboundHandler, OutgoingSms, Receipt, ReceiptHandler, SendResult
+from smsgw.segment import concatenation
+
+# Concatenated messages still waiting for a part; the oldest are given up beyond this (their
+# parts stay in their JSON files, only the joined log line is lost).
+MAX_INCOMPLETE = 10_000
 
 
 class OutboxBackend:
@@ -27,6 +34,8 @@ class OutboxBackend:
     def __init__(self, directory: Path) -> None:
         self.dir = Path(directory)
         self._on_receipt: ReceiptHandler | None = None
+        # (recipient ref, concatenation reference, total) -> {seq: (queue id, text)}
+        self._incomplete: dict[tuple[str, int, int], dict[int, tuple[int, str]]] = {}
 
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -66,9 +75,31 @@ class OutboxBackend:
         }
         data = json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n"
         _write_atomic(self.dir / f"{sms.message_id:012d}.json", data)
-        line = f"{record['time']} message {sms.message_id} to {sms.ref[:12]}: {sms.text}\n"
+        whole = self._whole(sms)
+        if whole is None:
+            return
+        ids, text = whole
+        line = f"{record['time']} message {ids} to {sms.ref[:12]}: {text}\n"
         with open(self.dir / "outbox.log", "a", encoding="utf-8") as log:
             log.write(line)
+
+    def _whole(self, sms: OutgoingSms) -> tuple[str, str] | None:
+        """The queue ids and text of the message this part completes, or None while parts of
+        it are still to come."""
+        concat = concatenation(sms.short_message, sms.esm_class)
+        if concat is None:
+            return str(sms.message_id), sms.text
+        reference, total, seq = concat
+        key = (sms.ref, reference, total)
+        parts = self._incomplete.setdefault(key, {})
+        parts[seq] = (sms.message_id, sms.text)
+        if len(parts) < total:
+            if len(self._incomplete) > MAX_INCOMPLETE:
+                del self._incomplete[next(iter(self._incomplete))]
+            return None
+        del self._incomplete[key]
+        ordered = [parts[n] for n in sorted(parts)]
+        return "+".join(str(i) for i, _ in ordered), "".join(t for _, t in ordered)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -159,6 +159,32 @@ def _udh(reference: int, total: int, seq: int) -> bytes:
     return bytes((0x05, 0x00, 0x03, reference, total, seq))
 
 
+def concatenation(short_message: bytes, esm_class: int) -> tuple[int, int, int] | None:
+    """``(reference, total, seq)`` when this part belongs to a concatenated SMS (a UDH with
+    information element 0x00, 8-bit reference, or 0x08, 16-bit), as a phone reads it.
+
+    None for a message that stands alone, and for a UDH that is malformed or whose numbers
+    make no sense (total under 2, seq outside 1..total): a phone shows such a part as it is.
+    """
+    if not esm_class & ESM_CLASS_UDHI or not short_message:
+        return None
+    end = 1 + short_message[0]
+    if end > len(short_message):
+        return None
+    at = 1
+    while at + 2 <= end:
+        tag, size = short_message[at], short_message[at + 1]
+        value = short_message[at + 2 : at + 2 + size]
+        if at + 2 + size > end:
+            return None
+        if (tag, size) in ((0x00, 3), (0x08, 4)):
+            reference = int.from_bytes(value[:-2], "big")
+            total, seq = value[-2], value[-1]
+            return (reference, total, seq) if total >= 2 and 1 <= seq <= total else None
+        at += 2 + size
+    return None
+
+
 def _assemble(
     text: str, items: list[bytes], sizes: list[int], single: int, per_part: int,
     encoding: Encoding, reference: int | None,

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import signing
+from kopir.signcmd import find_links
 from signing import note
 from signing.keyfiles import load_public_key
 from smsgw.outbox import read_outbox
@@ -92,6 +93,12 @@ def test_run_once_brings_up_the_whole_pipeline(tmp_path: Path) -> None:
         verdict = kopir("verify", "sms", text, "--trust", data / "trust.json")
         assert verdict.returncode == 0, verdict.stderr
     assert "7010000001" not in json.dumps(read_outbox(data / "sms/outbox"))
+    # As README says: the log holds each whole message, so every link in it checks out.
+    log = (data / "sms/outbox/outbox.log").read_text(encoding="utf-8")
+    everything = kopir("verify", "sms", "-", "--trust", data / "trust.json", input=log)
+    assert everything.returncode == 0, everything.stderr
+    links = find_links(log)
+    assert len(links) == 2 and all(link in everything.stdout for link in links)
 
     again = kopir("run", "-c", config, "--once")
     assert again.returncode == 0 and "created" not in again.stdout  # nothing re-made

@@ -8,6 +8,7 @@ by hand or by the Ansible playbook. The files and the checks are in ``kopir.depl
 from __future__ import annotations
 
 import argparse
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,12 @@ def cloud_init(args: argparse.Namespace) -> int:
     key = deploy.read_ssh_key(key_file)
     package = args.package or _default_package()
     text = deploy.cloud_init(plan, key, package, deploy.check_user_name(args.admin))
+    if not args.package:
+        print(
+            f"kopir: note: the VPS will pip-install {package} from PyPI, where kopir is not "
+            "published yet; give --package a wheel URL or a git URL (git+https://...)",
+            file=sys.stderr,
+        )
     entry = deploy.publisher_entry(plan, plan.host or "RELAY-ADDRESS")
     data = {
         "secret": plan.secret,

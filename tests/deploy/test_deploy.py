@@ -141,6 +141,12 @@ def test_cloud_init_prints_to_stdout_and_json(ssh_key: Path) -> None:
     data = json.loads(done.stdout)
     assert data["user_data"].startswith("#cloud-config")
     assert data["secret"] in data["publisher_entry"] and data["ports"] == [443]
+    # Without --package the VPS would look for kopir on PyPI, where it is not yet: say so.
+    assert "not published yet" in done.stderr and "--package" in done.stderr
+    wheel = "https://example.org/kopir-0.1.0-py3-none-any.whl"
+    given = kopir("deploy", "cloud-init", "--relay", "--ssh-key", ssh_key, "--package", wheel)
+    assert given.returncode == 0 and given.stderr == ""
+    assert wheel in given.stdout
 
 
 @pytest.mark.parametrize(

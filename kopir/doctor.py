@@ -34,7 +34,7 @@ import aiohttp
 import signing
 from kopir.config import Config, ConfigError, load_config
 from kopir.listcmd import publisher_relays
-from kopir.relaycmd import relay_settings
+from kopir.relaycmd import relay_settings, with_kept_secret
 from relay import DEFAULT_DCS, parse_host_port
 from signing.canonical import parse_rfc3339
 
@@ -84,6 +84,7 @@ def _config_failure(path: Path, exc: ConfigError) -> Check:
 
 def check_relay(config: Config) -> Check:
     try:
+        config = with_kept_secret(config)
         settings = relay_settings(config)
     except ConfigError as exc:
         fix = (

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kopir.config import Config, ConfigError, load_config
+from kopir.config import Config, ConfigError, RelaySecretConfig, load_config
 from kopir.output import CommandFailed, emit
 from relay import LocalTestDC, Relay, RelaySettings, Secret
 from relay.dc import DEFAULT_DCS, parse_host_port
@@ -39,12 +39,36 @@ def _address(config: Config, key: str, text: str) -> tuple[str, int]:
         raise ConfigError(f"{config.path}: [relay] {key}: {exc}") from None
 
 
+# Where ``kopir run`` keeps the relay's secret when the config has no [[relay.secrets]].
+KEPT_SECRET = Path("keys/relay.secret")
+
+
+def with_kept_secret(config: Config) -> Config:
+    """``config`` itself when it has ``[[relay.secrets]]``; otherwise, when the data dir holds
+    the secret ``kopir run`` made (``keys/relay.secret``), ``config`` with that one, named
+    ``local``: so ``relay serve`` and ``relay links`` see the relay ``kopir run`` runs."""
+    if config.relay.secrets:
+        return config
+    path = config.in_data(KEPT_SECRET)
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return config
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the relay secret {path}: {exc}") from None
+    if len(secret) != 32:
+        raise ConfigError(f"{path} must hold the relay's 16-byte key as 32 hex characters")
+    relay = replace(config.relay, secrets=[RelaySecretConfig("local", secret)])
+    return replace(config, relay=relay)
+
+
 def relay_settings(config: Config) -> RelaySettings:
     """Turn ``[relay]`` into ``RelaySettings``; every problem names the file and the key."""
     relay = config.relay
     if not relay.secrets:
         raise ConfigError(
-            f"{config.path}: [relay] has no [[relay.secrets]]; run kopir relay secret to make one"
+            f"{config.path}: [relay] has no [[relay.secrets]] (and there is no "
+            f"{config.in_data(KEPT_SECRET)} from kopir run); run kopir relay secret to make one"
         )
     secrets = tuple(_secret(config, i, s.name, s.secret) for i, s in enumerate(relay.secrets))
     if len({s.name for s in secrets}) != len(secrets):
@@ -131,7 +155,7 @@ async def _serve(path: Path, config: Config) -> int:
 def _reload(relay: Relay, path: Path) -> None:
     """SIGHUP: re-read the secrets; a bad file keeps the running secrets."""
     try:
-        relay.reload(relay_settings(load_config(path)).secrets)
+        relay.reload(relay_settings(with_kept_secret(load_config(path))).secrets)
     except ConfigError as exc:
         print(f"kopir: reload failed, keeping the old secrets: {exc}", file=sys.stderr, flush=True)
         return
@@ -141,7 +165,7 @@ def _reload(relay: Relay, path: Path) -> None:
 
 def relay_serve(args: argparse.Namespace) -> int:
     path = Path(args.config)
-    config = load_config(path)
+    config = with_kept_secret(load_config(path))
     tune_allocator()
     if not args.no_uvloop:
         try:
@@ -171,7 +195,7 @@ def relay_secret(args: argparse.Namespace) -> int:
 
 
 def relay_links(args: argparse.Namespace) -> int:
-    config = load_config(Path(args.config))
+    config = with_kept_secret(load_config(Path(args.config)))
     settings = relay_settings(config)
     listen_host, port = settings.listen[0]
     host = args.host or listen_host

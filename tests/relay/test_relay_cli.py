@@ -147,3 +147,26 @@ def test_bad_relay_config_is_one_clear_line(tmp_path: Path, text: str, message: 
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
     assert os.fspath(config) in result.stderr
+
+
+def test_links_and_serve_use_the_secret_kopir_run_keeps(tmp_path: Path) -> None:
+    """A config with no [[relay.secrets]] (as the example config) uses the secret `kopir run`
+    made in the data dir, so `relay links` prints the links of the relay `kopir run` runs."""
+    config = tmp_path / "relay.toml"
+    write_config(config, 8443, 14443, 8444, {})
+    config.write_text(config.read_text() + '[data]\ndir = "state"\n')
+    missing = kopir("relay", "links", "-c", config)
+    assert missing.returncode == 2
+    assert "kopir relay secret" in missing.stderr and "state/keys/relay.secret" in missing.stderr
+    kept = tmp_path / "state/keys/relay.secret"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(THIRD.hex() + "\n")
+    result = kopir("relay", "links", "-c", config, "--json")
+    assert result.returncode == 0, result.stderr
+    links = json.loads(result.stdout)["links"]
+    assert {entry["name"] for entry in links} == {"local"}
+    assert {entry["mode"] for entry in links} == {"ee", "dd"}
+    assert all(THIRD.hex() in entry["tg"] for entry in links)
+    kept.write_text("not hex, too short\n")
+    bad = kopir("relay", "serve", "-c", config, timeout=20)
+    assert bad.returncode == 2 and "must hold the relay's 16-byte key" in bad.stderr

@@ -42,7 +42,6 @@ _CONSISTENCY = re.compile(
     r"log/proof/consistency\?old=(0|[1-9][0-9]{0,18})&new=(0|[1-9][0-9]{0,18})"
 )
 _ENTRY = re.compile(r"log/entries/(0|[1-9][0-9]{0,18})")
-_SIG_FILE = re.compile(r"\.([0-9A-F]{1,16})\.minisig")
 
 
 class AuditError(Exception):
@@ -100,11 +99,10 @@ class DirSource:
         if path is None or not path.parent.is_dir():
             return {}
         found: dict[str, bytes] = {}
-        for sig in sorted(path.parent.glob(f"{path.name}.*.minisig")):
-            match = _SIG_FILE.fullmatch(sig.name[len(path.name) :])
-            data = _read_file(sig) if match else None
-            if match and data is not None:
-                found[match.group(1)] = data
+        for key_id, sig in signing.signature_files(path).items():
+            data = _read_file(sig)
+            if data is not None:
+                found[key_id] = data
         return found
 
     def log_store(self) -> signing.LogStore | None:

@@ -277,7 +277,7 @@ def _entry_line(entry: dict[str, Any]) -> str:
 
 def _signature_notes(path: Path, digest: str) -> list[dict[str, Any]]:
     notes = []
-    for sig_path in sorted(path.parent.glob(f"{path.name}.*.minisig")):
+    for sig_path in signing.signature_files(path).values():
         try:
             sig = signing.load_signature(sig_path)
         except signing.SigningError:

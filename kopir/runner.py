@@ -32,18 +32,16 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from pathlib import Path
 
 import signing
 import smsgw
 from kopir.bot import BotError, TelegramBot, make_bot
 from kopir.bot import Sources as BotSources
-from kopir.config import Config, ConfigError, RelaySecretConfig
+from kopir.config import Config, ConfigError
 from kopir.distcmd import healthy_relays, open_distributor
 from kopir.output import CommandFailed
 from kopir.publisher import Publisher, RoundReport
-from kopir.relaycmd import relay_settings, start_local_dc
+from kopir.relaycmd import KEPT_SECRET, relay_settings, start_local_dc, with_kept_secret
 from kopir.setup import Prepared, SetupError
 from kopir.setup import prepare as setup_prepare
 from kopir.smscmd import number_key, subscriber_store
@@ -64,7 +62,6 @@ from signing.fileio import write_atomic
 from smsgw.compose import LINK_TEMPLATE
 
 log = logging.getLogger("kopir.run")
-RELAY_SECRET_FILE = Path("keys/relay.secret")
 
 
 Setup = Prepared
@@ -91,10 +88,7 @@ def prepare(config: Config) -> Prepared:
 def publish_checkpoint(setup: Setup) -> None:
     note = setup.log.checkpoint()
     write_atomic(setup.public_dir / "checkpoint", note)
-    for src in [
-        setup.trust_path,
-        *setup.trust_path.parent.glob(f"{setup.trust_path.name}.*.minisig"),
-    ]:
+    for src in [setup.trust_path, *signing.signature_files(setup.trust_path).values()]:
         write_atomic(setup.public_dir / src.name, src.read_bytes())
     say(f"log {setup.log.origin}: size {setup.log.size}, checkpoint in {setup.public_dir}")
 
@@ -105,18 +99,12 @@ def publish_checkpoint(setup: Setup) -> None:
 def with_relay_secret(config: Config) -> Config:
     """A config with ``[[relay.secrets]]``: when it has none, a secret kept in the data dir
     (``keys/relay.secret``, 0600, made once), so the example config runs as it is."""
-    if config.relay.secrets:
-        return config
-    path = config.in_data(RELAY_SECRET_FILE)
-    if not path.exists():
+    path = config.in_data(KEPT_SECRET)
+    if not config.relay.secrets and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(path, os.urandom(16).hex().encode(), 0o600)
         say(f"no [[relay.secrets]] in {config.path}: made one in {path} (mode 0600)")
-    secret = path.read_text().strip()
-    if len(secret) != 32:
-        raise ConfigError(f"{path} must hold the relay's 16-byte key as 32 hex characters")
-    relay_config = replace(config.relay, secrets=[RelaySecretConfig("local", secret)])
-    return replace(config, relay=relay_config)
+    return with_kept_secret(config)
 
 
 def seed_test_subscribers(config: Config, store: smsgw.SubscriberStore) -> None:

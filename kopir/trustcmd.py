@@ -28,7 +28,7 @@ def _write_signed(path: Path, root: signing.TrustRoot, key_files: list[str]) -> 
     except signing.FormatError as exc:
         raise CommandFailed(str(exc), code=2) from None
     data = root.encode()
-    for stale in path.parent.glob(f"{path.name}.*.minisig"):
+    for stale in signing.signature_files(path).values():
         stale.unlink()
     write_atomic(path, data)
     return [_sign(path, data, key_file) for key_file in key_files]
@@ -49,9 +49,8 @@ def _archive(path: Path) -> Path | None:
     old = signing.parse_trust_root(read_bytes(path, "trust root"))
     archived = path.with_name(f"{path.name}.v{old.version}")
     write_atomic(archived, read_bytes(path, "trust root"))
-    for sig in path.parent.glob(f"{path.name}.*.minisig"):
-        suffix = sig.name[len(path.name) :]
-        write_atomic(archived.with_name(archived.name + suffix), sig.read_bytes())
+    for key_id, sig in signing.signature_files(path).items():
+        write_atomic(archived.with_name(f"{archived.name}.{key_id}.minisig"), sig.read_bytes())
     return archived
 
 

@@ -56,6 +56,7 @@ from signing import (
     parse_list,
     save_signature,
     sign_list,
+    signature_files,
     signature_name,
 )
 from signing.canonical import parse_rfc3339, rfc3339
@@ -254,7 +255,7 @@ class ListStore:
         return self.versions_dir / f"{version}.json"
 
     def signature_paths(self) -> list[Path]:
-        return sorted(self.dir.glob(f"{LIST_NAME}.*.minisig"))
+        return list(signature_files(self.dir / LIST_NAME).values())
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -47,7 +47,7 @@ measures, per event loop:
 - ``download_splice_floor_cpu_s_per_gib``: the download work floor of a relay that never
   copies the bytes through user space (work ``splice``): the DC's bytes are spliced into a
   pipe, and from it into the client's socket one record payload at a time, each after its
-  5-byte record header (``send`` with ``MSG_MORE``). ``download_splice_floor_crypto_ratio``
+  5-byte record header (``sendall`` with ``MSG_MORE``). ``download_splice_floor_crypto_ratio``
   is that over the crypto floor. Records carry at most 16 KiB (larger ones would stand out
   to DPI), so this costs two system calls per 16 KiB; it says whether a zero-copy data path
   would reach the download target here.
@@ -658,7 +658,7 @@ def raise_fd_limit(connections: int) -> int:
     if hard != resource.RLIM_INFINITY and hard < wanted:
         with contextlib.suppress(ValueError, OSError):  # not allowed: keep the hard limit
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
-            soft = hard = wanted
+            hard = wanted
     if hard == resource.RLIM_INFINITY:
         hard = max(soft, wanted)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

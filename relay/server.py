@@ -31,16 +31,28 @@ byte, and to the two AES passes on upload; everything else is kept off the per-b
   what the socket did not take into the transport, which then owns it. So a view of a shared
   buffer never outlives its callback, whatever the transport does with what it is given;
 * the write-buffer limits are zero: a side stops reading as soon as the other side's
-  transport holds anything, so at most the unsent rest of one read (256 KiB) waits in user
-  space per direction, and the kernel's socket buffers do the rest of the queueing.
+  transport holds anything, so at most the unsent rest of one read waits in user space per
+  direction, and the kernel's socket buffers do the rest of the queueing;
+* after a write that the socket cut short, a side's reads fit the room left in the other
+  side's socket (``_Side.throttled``, ``_send_room``: its send buffer less what it still
+  holds, one ``getsockopt`` and one ``ioctl``), at least one record (16 KiB) and at most the
+  whole buffer; once the room is back to a whole buffer, reads are 256 KiB again with no
+  system calls of their own. A fast peer's socket soon has room again, so it costs one pair
+  of calls per cut-short write. A slow one (a phone on a throttled link, with a small TCP
+  window) leaves about one record waiting in user space rather than most of 256 KiB, so
+  thousands of slow clients fit on a small VPS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import random
+import socket
+import sys
+import termios
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -63,6 +75,7 @@ TLS_START = b"\x16\x03\x01"
 # bytes past the output; a read plus one pending record always fits in the scratch buffer.
 _RECEIVE = memoryview(bytearray(256 * 1024))
 _SCRATCH = memoryview(bytearray(len(_RECEIVE) + MAX_HELLO + 512))
+MIN_READ = faketls.MAX_RECORD_PAYLOAD
 
 
 @dataclass(frozen=True)
@@ -168,6 +181,7 @@ class _Side(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.fd = -1
+        self.throttled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike: cast.
@@ -176,7 +190,27 @@ class _Side(asyncio.BufferedProtocol):
         self.fd = _fileno(transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _RECEIVE
+        if not self.throttled:
+            return _RECEIVE
+        other = self.other()
+        room = _send_room(other.transport, other.fd) if other else len(_RECEIVE)
+        if room >= len(_RECEIVE):
+            self.throttled = False
+            return _RECEIVE
+        return _RECEIVE[: max(MIN_READ, room)]
+
+    def other(self) -> _Side | None:
+        """The side this side's reads are written to, once there is one."""
+        raise NotImplementedError
+
+    def wrote(self, left: int | None) -> bool:
+        """Note a write of what this side read that left ``left`` bytes queued in the other
+        side's transport (see "Moving bytes cheaply"); False when that write failed."""
+        if left is None:
+            return False
+        if left:
+            self.throttled = True
+        return True
 
 
 class _Peer(_Side):
@@ -188,7 +222,10 @@ class _Peer(_Side):
 
     def buffer_updated(self, nbytes: int) -> None:
         with _RECEIVE[:nbytes] as view:
-            self.client.from_peer(view)
+            self.client.from_peer(view, self)
+
+    def other(self) -> _Side | None:
+        return self.client
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client.close()
@@ -248,6 +285,9 @@ class ClientProtocol(_Side):
         elif now - self.last_active > settings.idle_timeout:
             self.close()
 
+    def other(self) -> _Side | None:
+        return self.peer
+
     def pause_writing(self) -> None:
         if self.peer and self.peer.transport:
             self.peer.transport.pause_reading()
@@ -283,8 +323,9 @@ class ClientProtocol(_Side):
             self.buffer += data
             self._handshake()
 
-    def from_peer(self, data: memoryview) -> None:
-        """Handle bytes from the DC or mask host; ``data`` is a view that dies on return."""
+    def from_peer(self, data: memoryview, source: _Side) -> None:
+        """Handle bytes that ``source`` (the DC or mask host) read; ``data`` is a view that
+        dies on return."""
         self.last_active = time.monotonic()
         if self.transport is None or self.closed:
             return
@@ -295,13 +336,13 @@ class ClientProtocol(_Side):
                                    direction="down")  # fmt: skip
             if self.tls is not None:
                 parts = faketls.wrap_parts(data)
-        if not _send(self.transport, self.fd, parts):
+        if not source.wrote(_send(self.transport, self.fd, parts)):
             self.close()
 
     def _to_peer(self, data: bytes | memoryview) -> None:
         peer = self.peer
         if peer is not None and peer.transport is not None:
-            if not _send(peer.transport, peer.fd, [data]):
+            if not self.wrote(_send(peer.transport, peer.fd, [data])):
                 self.close()
         else:
             self.buffer += data  # the peer is still connecting: bounded by the pause below
@@ -471,15 +512,30 @@ def _fileno(transport: asyncio.BaseTransport) -> int:
         return -1
 
 
-def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]) -> bool:
+def _send_room(transport: asyncio.Transport | None, fd: int) -> int:
+    """About how many more bytes the socket under ``transport`` takes now: its send buffer
+    less the bytes it still holds. A whole receive buffer's worth where that is unknown."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or fd < 0:
+        return len(_RECEIVE)
+    try:
+        size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        held = fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(4))  # SIOCOUTQ, on a socket
+    except (OSError, AttributeError, ValueError):
+        return len(_RECEIVE)
+    return int(size) - int.from_bytes(held, sys.byteorder, signed=True)
+
+
+def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]) -> int | None:
     """Write ``parts`` in order, though they may be views that die when the caller returns.
 
     While the transport has nothing queued, the socket takes what it can in one ``writev``;
     the rest (all of it otherwise) is copied into the transport, which keeps it in order
-    behind anything already queued. False when the socket has failed.
+    behind anything already queued. Returns how many bytes went to the transport, or None
+    when the socket has failed.
     """
     if transport.is_closing():
-        return True
+        return 0
     sent = 0
     if fd >= 0 and not transport.get_write_buffer_size():
         try:
@@ -488,7 +544,7 @@ def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]
             pass  # the socket is full: all of it goes to the transport
         except OSError as exc:
             log.debug("send failed: %s", exc)
-            return False
+            return None
     rest: list[bytes | memoryview] = []
     for part in parts:
         if sent >= len(part):
@@ -496,9 +552,11 @@ def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]
             continue
         rest.append(part[sent:])
         sent = 0
-    if rest:
-        transport.write(b"".join(rest))
-    return True
+    if not rest:
+        return 0
+    queued = b"".join(rest)
+    transport.write(queued)
+    return len(queued)
 
 
 def _plain_tags(modes: frozenset[str]) -> list[bytes]:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 
-from relay import Relay, RelaySettings, Secret, obfs2
+from relay import Relay, RelaySettings, Secret, faketls, obfs2
 from tests.relay.fakedc import (
     PADDED,
     FakeDC,
@@ -22,7 +22,7 @@ from tests.relay.fakedc import (
     make_req_pq_multi,
     parse_res_pq,
 )
-from tests.relay.tlsclient import TlsClient, client_hello
+from tests.relay.tlsclient import TlsClient, check_server_hello, client_hello, read_server_hello
 
 KEY = bytes.fromhex("0123456789abcdef0123456789abcdef")
 OTHER = bytes.fromhex("fedcba9876543210fedcba9876543210")
@@ -280,6 +280,58 @@ async def test_download_to_a_slow_client_is_exact_and_bounded() -> None:
             await asyncio.sleep(0.001)  # stay slower than the DC
         assert got == total and largest == 16384
         await client.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_reads_shrink_for_a_client_on_a_slow_link(loop: str) -> None:
+    """A phone on a throttled link has a small TCP window, so the relay's socket to it takes
+    a little at a time. The relay's reads from the DC must shrink to match, so what waits in
+    user space per slow client is about one record, not the rest of a 256 KiB read. With
+    uvloop too, which ``kopir relay serve`` runs on when the "fast" extra is installed."""
+    factory = pytest.importorskip("uvloop").new_event_loop if loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        held = runner.run(_download_through_a_small_window())
+    late = held[len(held) // 4 :]
+    assert max(late) > 0, "the client never fell behind: the test shows nothing"
+    # Reads fit the socket's room but are at least a record, and the room is an estimate:
+    # allow two records and their headers.
+    assert max(late) <= 2 * (16384 + 5), f"the relay held up to {max(late)} bytes late on"
+
+
+async def _download_through_a_small_window() -> list[int]:
+    """Bytes the relay held for the client before each of the client's 16 KiB reads."""
+    total = 8 << 20
+    async with running("source") as (relay, dc, _):
+        dc.source_bytes = total
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a small window, from SYN
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", relay.addresses[0][1]))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        hello = client_hello(KEY, DOMAIN)
+        writer.write(hello)
+        check_server_hello(KEY, hello, await read_server_hello(reader))
+        (conn,) = relay.connections
+        assert conn.transport is not None
+        conn.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 16384
+        )
+        header, _, _ = obfs2.client_header(KEY, obfs2.PADDED, 2)
+        writer.write(faketls.CCS_RECORD + faketls.wrap(header))  # now the DC starts sending
+        got, held, raw = 0, [], bytearray()
+        while got < total:  # 16 KiB, then a pause: slower than the DC sends
+            held.append(conn.transport.get_write_buffer_size())
+            chunk = await asyncio.wait_for(reader.read(16384), timeout=10)
+            assert chunk, f"the relay closed after {got} of {total} bytes"
+            raw += chunk
+            while len(raw) >= 5 and len(raw) >= 5 + int.from_bytes(raw[3:5], "big"):
+                assert raw[:3] == b"\x17\x03\x03", f"record header {bytes(raw[:5]).hex()}"
+                size = int.from_bytes(raw[3:5], "big")
+                got += size
+                del raw[: 5 + size]
+            await asyncio.sleep(0.0002)
+        writer.close()
+    return held
 
 
 def _open_files() -> int:

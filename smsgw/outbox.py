@@ -4,9 +4,10 @@ It is the default, so the whole pipeline runs with no provider: each accepted pa
 as ``<outbox>/<queue id>.json`` (atomically). For people, ``<outbox>/outbox.log`` gets a line
 per whole message, as the recipient's phone would show it: the parts of a concatenated SMS
 are joined once the last one arrives (``kopir verify sms - < outbox.log`` checks every link in
-them). The files name the recipient by keyed reference only, never by number, so an outbox on
-a seized laptop reveals no one. The outbox "delivers" at once: it reports a ``delivered``
-receipt for every message it accepts.
+them). A part whose siblings are still to come survives a restart: ``start`` picks the parts
+of unfinished messages up from the newest part files. The files name the recipient by keyed
+reference only, never by number, so an outbox on a seized laptop reveals no one. The outbox
+"delivers" at once: it reports a ``delivered`` receipt for every message it accepts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from smsgw.segment import concatenation
 # Concatenated messages still waiting for a part; the oldest are given up beyond this (their
 # parts stay in their JSON files, only the joined log line is lost).
 MAX_INCOMPLETE = 10_000
+# How many of the newest part files ``start`` reads for unfinished messages: a message's parts
+# are queued together, so a part waiting for its siblings is among the newest.
+RESUME_FILES = 1_000
 
 
 class OutboxBackend:
@@ -40,6 +44,21 @@ class OutboxBackend:
     async def start(self, on_receipt: ReceiptHandler, on_inbound: InboundHandler) -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._on_receipt = on_receipt
+        self._resume()
+
+    def _resume(self) -> None:
+        """Take up the unfinished concatenated messages among the newest part files, so a
+        restart between a message's parts still logs it whole. A message all of whose parts
+        are on disk was logged when its last part came."""
+        found: dict[tuple[str, int, int], dict[int, tuple[int, str]]] = {}
+        for path in sorted(self.dir.glob("*.json"))[-RESUME_FILES:]:
+            part = _read_part(path)
+            if part is not None:
+                key, seq, entry = part
+                found.setdefault(key, {})[seq] = entry
+        for key, parts in found.items():
+            if len(parts) < key[2]:
+                self._incomplete.setdefault(key, {}).update(parts)
 
     async def send(self, batch: Sequence[OutgoingSms]) -> list[SendResult]:
         results = []
@@ -92,6 +111,8 @@ class OutboxBackend:
         reference, total, seq = concat
         key = (sms.ref, reference, total)
         parts = self._incomplete.setdefault(key, {})
+        if seq in parts:  # the 8-bit reference came round again: a new message, not a retry
+            parts.clear()
         parts[seq] = (sms.message_id, sms.text)
         if len(parts) < total:
             if len(self._incomplete) > MAX_INCOMPLETE:
@@ -100,6 +121,25 @@ class OutboxBackend:
         del self._incomplete[key]
         ordered = [parts[n] for n in sorted(parts)]
         return "+".join(str(i) for i, _ in ordered), "".join(t for _, t in ordered)
+
+
+def _read_part(path: Path) -> tuple[tuple[str, int, int], int, tuple[int, str]] | None:
+    """A part file's ``(key, seq, (queue id, text))`` as ``_whole`` keeps it, or None for a
+    message that stands alone and for a file that is not a well-formed part (skipped: the
+    outbox must start whatever lies in its directory)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        short_message = bytes.fromhex(record["short_message"])
+        concat = concatenation(short_message, int(record["esm_class"]))
+        ref, message_id, text = record["to_ref"], record["id"], record["text"]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+    if concat is None or not isinstance(ref, str) or not isinstance(text, str):
+        return None
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        return None
+    reference, total, seq = concat
+    return (ref, reference, total), seq, (message_id, text)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

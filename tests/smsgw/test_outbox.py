@@ -98,3 +98,43 @@ def test_concatenation_never_raises_and_only_returns_sane_numbers(
         reference, total, seq = read
         assert esm_class & ESM_CLASS_UDHI and 0 <= reference < 1 << 16 and 1 <= seq <= total
         assert total >= 2 and data[0] < len(data)
+
+
+@pytest.mark.asyncio
+async def test_a_restart_between_the_parts_of_a_message_still_logs_it_whole(
+    tmp_path: Path,
+) -> None:
+    alice = parts(link_message(LINK), "a" * 64, 1)
+    bob = parts(link_message(LINK), "b" * 64, 3)
+    first = OutboxBackend(tmp_path / "outbox")
+    await first.start(lambda _: None, lambda _: None)
+    await first.send([bob[0], bob[1], alice[0]])  # bob's whole, alice's first part only
+    await first.stop()
+    (tmp_path / "outbox/000000000099.json").write_text("{not json", encoding="utf-8")
+    (tmp_path / "outbox/000000000098.json").write_text("[1, 2]", encoding="utf-8")
+
+    second = OutboxBackend(tmp_path / "outbox")  # the worker restarted
+    await second.start(lambda _: None, lambda _: None)
+    await second.send([alice[1]])
+    await second.stop()
+
+    lines = log_lines(tmp_path / "outbox")
+    assert len(lines) == 2, lines
+    assert " message 3+4 to bbbbbbbbbbbb: Telegram proxy: " + LINK in lines[0]
+    assert " message 1+2 to aaaaaaaaaaaa: Telegram proxy: " + LINK in lines[1]
+
+
+@pytest.mark.asyncio
+async def test_a_reused_reference_starts_a_new_message(tmp_path: Path) -> None:
+    """Concatenation references are 8-bit and come round again: a part whose place is taken
+    by an unfinished older message's part starts a new message rather than joining it."""
+    old_text, new_text = "first " * 40, "second " * 40
+    old = parts(segment(old_text, reference=7), "a" * 64, 1)
+    new = parts(segment(new_text, reference=7), "a" * 64, 3)
+    assert len(old) == len(new) == 2
+    outbox = OutboxBackend(tmp_path / "outbox")
+    await outbox.start(lambda _: None, lambda _: None)
+    await outbox.send([old[0], new[0], new[1]])  # old's second part never came
+    await outbox.stop()
+    (line,) = log_lines(tmp_path / "outbox")
+    assert line.endswith(" message 3+4 to aaaaaaaaaaaa: " + new_text)

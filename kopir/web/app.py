@@ -10,7 +10,7 @@ binds it to ``[web] listen`` (loopback unless the operator says otherwise).
 
 Public routes (GET; HEAD too)::
 
-    /  /style.css  /verify  /poster[?batch=NAME&count=N&pool=established|new]
+    /  /style.css  /verify  /poster[?batch=NAME]
     /trust.json[.<KEYID>.minisig]  /list.json[.<KEYID>.minisig]
     /lists/versions/<N>.json[.<KEYID>.minisig]
     /log/checkpoint  /log/entries/<N>  /log/proof/inclusion  /log/proof/consistency
@@ -19,6 +19,9 @@ Operator routes: ``/status`` and ``/metrics`` need ``Authorization: Bearer <toke
 session cookie ``POST /login`` sets (``POST /logout`` ends it); see ``kopir.web.auth``. With
 no token configured they answer 403. A poster batch not named in ``[web] poster_batches`` is
 an operator route too: each batch reveals its own relays, so strangers must not try names.
+Only the operator may choose a poster's ``count`` and ``pool`` (``&count=N&pool=new``):
+``count`` is how many relays the distribution ring hands the batch, so a stranger who could
+ask for 60 links, then for the other pool, would get every relay of the fleet.
 
 Every response carries the security headers (:func:`security_headers`): a CSP of
 ``default-src 'none'`` that allows only this site's stylesheet, plus SHA-256 hashes of the
@@ -26,7 +29,8 @@ inline ``<style>``/``<script>`` blocks of the two self-contained pages we serve 
 and the offline verifier); ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``, ``nosniff``
 and ``Referrer-Policy: no-referrer``. Bad input is answered 4xx with the reason in the body
 (plain text, or an HTML page for the pages people open in a browser); a bug is a logged 500
-that names nothing internal.
+that names nothing internal. There is no access log: the SMS webhooks the runner mounts here
+carry phone numbers in their query strings, and client addresses are not ours to keep.
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ log = logging.getLogger("kopir.web")
 COOKIE = "kopir_session"
 MAX_BODY = 16 * 1024
 MAX_POSTER_LINKS = 60
+POSTER_LINKS = 6
 POOLS = ("established", "new")
+_PORT = re.compile(r"[0-9]{1,5}")
 BATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 HTML_PATHS = ("/", "/verify", "/poster", "/status", "/login", "/logout")
 BASE_CSP = {
@@ -108,12 +114,27 @@ class WebSources:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` into (host, port); ``WebError`` if malformed."""
+    """``host:port`` or ``[v6]:port`` into (host, port); ``WebError`` for anything else.
+
+    The port is 1-65535 in ASCII digits, or 0 for "any free port" (tests and one-off runs read
+    the real one back with :func:`bound_port`). The host is checked only for what cannot be a
+    host at all (nothing, spaces, control characters, stray brackets); whether it can be
+    bound to is the socket's to say."""
     host, sep, port = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise WebError(f'[web] listen must be "host:port" (IPv6 as "[::1]:8080"), got {text!r}')
+    if (
+        not sep
+        or not host
+        or not host.isprintable()
+        or any(c.isspace() or c in "[]" for c in host)
+        or not _PORT.fullmatch(port)
+        or int(port) > 65535
+    ):
+        raise WebError(
+            f'[web] listen must be "host:port" (IPv6 as "[::1]:8080"), the port 1-65535 '
+            f"in digits 0-9 (or 0: any free port), got {text!r}"
+        )
     return host, int(port)
 
 
@@ -361,15 +382,23 @@ class Site:
             return html(pages.poster_index(public_batches))
         if not BATCH.fullmatch(batch):
             raise Refused(400, "batch must be 1-64 letters, digits, '.', '_' or '-'")
-        links = public.count(params, "count", 6)
+        links = public.count(params, "count", POSTER_LINKS)
         if not 1 <= links <= MAX_POSTER_LINKS:
             raise Refused(400, f"count must be 1-{MAX_POSTER_LINKS}, got {links}")
-        pool = params.get("pool", "established")
+        pool = params.get("pool", POOLS[0])
         if pool not in POOLS:
             raise Refused(400, "pool must be established or new")
         operator = self.is_operator(request)
         if batch not in public_batches and not operator:
             raise Refused(403, f"poster batch {batch!r} is not public; the operator can print it")
+        if not operator and (links, pool) != (POSTER_LINKS, POOLS[0]):
+            # count is the k of the batch's share of the ring: a stranger asking for 60, then
+            # for the other pool, would read every relay of the fleet.
+            raise Refused(
+                403,
+                "only the operator may choose count and pool; a public poster has "
+                f"{POSTER_LINKS} links from the {POOLS[0]} pool (/poster?batch={batch})",
+            )
         page = await self._poster_page(batch, links, pool, operator)
         return html(page, inline=True)
 
@@ -536,7 +565,10 @@ def make_app(
 async def serve_web(app: web.Application, listen: str) -> web.AppRunner:
     """Start serving ``app`` on ``listen`` (``host:port``); stop it with ``runner.cleanup()``."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, auto_decompress=False)  # no form needs it; bad gzip is a 400
+    # No access log: it would keep client addresses and whole request lines, and the SMS
+    # webhooks mounted on this app (kopir.runner) carry phone numbers in their query strings.
+    # auto_decompress: no form needs it; bad gzip is a 400.
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from kopir.web import WebError, parse_listen
 from signing import tlog
 from tests.kopir.webhelpers import (
     TOKEN,
@@ -195,6 +196,9 @@ def test_poster_queries(served: Served, params: list[tuple[str, str]]) -> None:
     sane(reply)
     if reply.status == 200 and dict(params).get("batch"):
         assert dict(params)["batch"] == "lobby" and "tg://proxy" in reply.text
+        # a stranger gets the default poster: only the operator chooses count and pool
+        assert dict(params).get("count", "6") == "6", params
+        assert dict(params).get("pool", "established") == "established", params
 
 
 # -- headers and the login form -------------------------------------------------------------
@@ -303,3 +307,47 @@ def test_an_oversized_login_body_is_413(served: Served) -> None:
         "POST", "/login", {"Content-Type": "application/x-www-form-urlencoded"}, b"x" * 100_000
     )
     assert reply.status == 413 and "too large" in reply.text
+
+
+# -- [web] listen (no HTTP: the parser the web app and the bot's webhook both use) ----------
+
+DIGITISH = st.one_of(
+    st.integers(-5, 70000).map(str),
+    st.integers(0, 65535).map(str),
+    st.sampled_from(["", "0", "00080", "65535", "65536", "²", "١٢", "𝟠𝟘", "٨", "8 0", "0x50"]),
+    st.text(st.characters(categories=("Nd", "No")), max_size=8),  # every kind of digit
+    st.integers(4000, 6000).map(lambda n: "9" * n),  # past int()'s default digit limit
+    ANY_TEXT,
+)
+HOSTISH = st.one_of(
+    st.sampled_from(["127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "[fe80::1%eth0]"]),
+    st.sampled_from(["", "[", "]", "[]", "a b", "a\tb", "a\x00", " [::1] "]),
+    ANY_TEXT,
+)
+SEPARATOR = st.sampled_from([":", ":", ":", "]:", "", "::"])
+HOST_PORT = st.builds(lambda h, sep, p: f"{h}{sep}{p}", HOSTISH, SEPARATOR, DIGITISH)
+NEARLY_RIGHT = st.builds(
+    lambda h, p: f"{h}:{p}",
+    st.one_of(HOSTISH, st.text(st.characters(codec="ascii"), min_size=1, max_size=20)),
+    st.integers(0, 70000),
+)
+LISTEN = st.one_of(st.text(), HOST_PORT, HOST_PORT, NEARLY_RIGHT)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=LISTEN)
+def test_parse_listen_gives_a_host_and_port_or_a_web_error(text: str) -> None:
+    try:
+        host, port = parse_listen(text)
+    except WebError as exc:
+        event("WebError")
+        assert "listen must be" in str(exc)
+        return
+    event("parsed")
+    assert isinstance(host, str) and isinstance(port, int)
+    assert host and host.isprintable() and not any(c.isspace() or c in "[]" for c in host)
+    assert 0 <= port <= 65535
+    written = text.strip().rpartition(":")[2]
+    assert written.isascii() and written.isdigit() and int(written) == port
+    shown = f"[{host}]" if ":" in host else host
+    assert parse_listen(f"{shown}:{port}") == (host, port)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
 from kopir.config import load_config
-from kopir.web import StatusHistory, WebError, make_app, serve_web
+from kopir.web import StatusHistory, WebError, make_app, parse_listen, serve_web
 from kopir.web.auth import LoginLimiter, Sessions, resolve_token, token_matches
 from tests.kopir.webhelpers import (
     NOW,
@@ -127,6 +128,9 @@ def test_no_token_configured_means_operator_routes_are_off(tmp_path: Path) -> No
         ('token = "short"\n', "16-512 printable characters"),
         ('listen = "8080"\n', "[web] listen must be"),
         ('listen = "[::1]:99999"\n', "[web] listen must be"),
+        ('listen = "127.0.0.1:²"\n', "[web] listen must be"),
+        ('listen = "127.0.0.1:٨٠"\n', "[web] listen must be"),
+        (f'listen = "127.0.0.1:{"9" * 5000}"\n', "[web] listen must be"),
     ],
 )
 def test_bad_web_config_is_one_clear_error(tmp_path: Path, web: str, words: str) -> None:
@@ -135,6 +139,60 @@ def test_bad_web_config_is_one_clear_error(tmp_path: Path, web: str, words: str)
     with pytest.raises(WebError) as info:
         make_app(load_config(path), StatusHistory())
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080)),
+        (" [::1]:443 ", ("::1", 443)),
+        ("localhost:0", ("localhost", 0)),
+        ("0.0.0.0:65535", ("0.0.0.0", 65535)),
+    ],
+)
+def test_parse_listen_reads_host_and_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:²",
+        "127.0.0.1:١٢",
+        "127.0.0.1:𝟠𝟘",
+        "127.0.0.1:65536",
+        "127.0.0.1:+80",
+        "127.0.0.1:-1",
+        "127.0.0.1: 80",
+        "127.0.0.1:" + "9" * 5000,  # int() of it would be a ValueError, not a WebError
+        ":80",
+        "[]:80",
+        "[::1:80",
+        "local host:80",
+        "host\x00:80",
+        "8080",
+        "",
+    ],
+)
+def test_parse_listen_refuses_with_a_web_error(text: str) -> None:
+    with pytest.raises(WebError, match=r"listen must be .*the port 1-65535 in digits 0-9"):
+        parse_listen(text)
+
+
+def test_there_is_no_access_log(site: DataSite, caplog: pytest.LogCaptureFixture) -> None:
+    """The runner mounts the SMS webhooks on this app, and their query strings carry phone
+    numbers; the access log would keep them, and every client's address, at INFO."""
+    number = "77012345678"
+    caplog.set_level(logging.DEBUG)
+    server = Served(site.config)
+    try:
+        queries = [f"/sms/vonage/receipt?msisdn={number}&status=delivered", f"/?to={number}"]
+        assert [server.get(path).status for path in queries] == [404, 200]
+    finally:
+        server.close()  # waits for the handlers, so any access log line is written by now
+    for entry in caplog.records:
+        assert entry.name != "aiohttp.access", entry.getMessage()
+        assert number not in entry.getMessage(), (entry.name, entry.getMessage())
 
 
 def test_listening_on_a_busy_port_is_a_web_error(site: DataSite, served: Served) -> None:

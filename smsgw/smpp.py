@@ -22,6 +22,11 @@ We do what smpplib leaves out:
   ``unbind`` unanswered, and raises on error statuses. We answer ``deliver_sm`` (status 0,
   always, even for text we cannot read, or the SMSC would redeliver it forever),
   ``enquire_link`` and ``unbind``, and ``generic_nack`` any other request;
+- our own ``read_pdu`` (``_Client``): a ``command_length`` outside 16 to 64 KiB is refused
+  before anything is buffered (smpplib would read up to 4 GiB), and whatever smpplib's parser
+  raises on a malformed PDU (``struct.error``, ``KeyError``, ...) becomes ``_MalformedPdu``.
+  Garbage from the SMSC, or a PDU we cannot handle, is a broken link like any other: one
+  warning, the link dropped, reconnected with backoff; it never ends the I/O thread;
 - reconnection with exponential backoff. Whatever was queued or in flight when the link drops
   comes back as ``retry``: the backend never re-sends on its own, so the queue stays the one
   place that decides (at-least-once, DESIGN.md §6 smsgw).
@@ -52,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import smpplib.client  # type: ignore[import-untyped]
+import smpplib.consts  # type: ignore[import-untyped]
 import smpplib.exceptions  # type: ignore[import-untyped]
 import smpplib.smpp  # type: ignore[import-untyped]
 
@@ -63,6 +69,7 @@ from smsgw.smppwire import (
     SmppSettings,
     TokenBucket,
     bind_error,
+    command_length_problem,
     decode_short_message,
     e164_sender,
     receipt_from_fields,
@@ -77,6 +84,38 @@ log = logging.getLogger(__name__)
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _LINK_ERRORS = (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError)
 _READ_ERRORS = (*_LINK_ERRORS, smpplib.exceptions.UnknownCommandError, ValueError)
+
+
+class _MalformedPdu(Exception):
+    """The SMSC sent bytes that are not a PDU we can read: the link is broken."""
+
+
+class _Client(smpplib.client.Client):  # type: ignore[misc]
+    """smpplib's client, reading PDUs our way (``_bind`` calls this ``read_pdu`` too)."""
+
+    def read_pdu(self) -> Any:
+        """The next PDU; ``_MalformedPdu`` for garbage, never smpplib's parser's own errors."""
+        head = self._recv_exact(4)
+        length = int.from_bytes(head, "big")
+        problem = command_length_problem(length)
+        if problem:  # checked before smpplib reads (and allocates) the rest
+            raise _MalformedPdu(problem)
+        data = head + self._recv_exact(length - 4)
+        try:
+            pdu = smpplib.smpp.parse_pdu(
+                data, client=self, allow_unknown_opt_params=self.allow_unknown_opt_params
+            )
+            if pdu is None:  # smpplib's "no command", which its own read_pdu would trip on
+                raise ValueError("no command")
+        except Exception as exc:  # what the parser raises is not ours to list: all is garbage
+            command = int.from_bytes(data[4:8], "big")
+            raise _MalformedPdu(
+                f"command_id 0x{command:08X} of {length} octets does not parse"
+                f" ({type(exc).__name__})"  # not str(exc): it may quote the PDU's fields
+            ) from None
+        if not pdu.is_error() and pdu.command in smpplib.consts.STATE_SETTERS:
+            self.state = smpplib.consts.STATE_SETTERS[pdu.command]  # as smpplib's own does
+        return pdu
 
 
 @dataclass
@@ -200,7 +239,7 @@ class _Link:
         name = "smsgw.smpp.smpplib"
         logging.getLogger(name).setLevel(logging.ERROR)  # its debug lines dump numbers
         s = self.s
-        client = smpplib.client.Client(
+        client = _Client(
             s.host, s.port, timeout=s.timeout, logger_name=name, allow_unknown_opt_params=True
         )
         try:
@@ -214,6 +253,11 @@ class _Link:
         except smpplib.exceptions.PDUError as exc:
             client.disconnect()
             raise bind_error(s, exc) from None
+        except _MalformedPdu as exc:
+            client.disconnect()
+            raise SmppError(
+                f"the SMSC at {s.host}:{s.port} answered our bind with a malformed PDU ({exc})"
+            ) from None
         except _READ_ERRORS as exc:
             client.disconnect()
             raise SmppError(f"cannot reach the SMSC at {s.host}:{s.port} ({exc!r})") from None
@@ -306,12 +350,22 @@ class _Link:
         for _ in range(256):
             if self.client is None or self.unbound or not _readable(self.client._socket):
                 return
-            try:
-                pdu = self.client.read_pdu()
-            except _READ_ERRORS as exc:
-                self._drop(f"read failed ({exc!r})", self.clock())
-                return
+            self._read_one()
+
+    def _read_one(self) -> None:
+        """Read and handle one PDU; anything wrong with it drops the link, nothing escapes."""
+        try:
+            pdu = self.client.read_pdu()
+        except _MalformedPdu as exc:
+            self._drop(f"malformed PDU from the SMSC: {exc}", self.clock())
+            return
+        except _READ_ERRORS as exc:
+            self._drop(f"read failed ({exc!r})", self.clock())
+            return
+        try:
             self._on_pdu(pdu, self.clock())
+        except Exception as exc:  # a field we cannot use: the type only, as it may quote it
+            self._drop(f"cannot handle a {pdu.command} ({type(exc).__name__})", self.clock())
 
     def _on_pdu(self, pdu: Any, now: float) -> None:
         self.heard_at = now
@@ -327,8 +381,10 @@ class _Link:
         elif command == "unbind":
             self._write("unbind_resp", now, sequence=pdu.sequence)
             self._drop("the SMSC unbound", now, backoff=False)
-        elif command == "unbind_resp":
+        elif command == "unbind_resp" and self.stop:
             self.unbound = True
+        elif command == "unbind_resp":  # smpplib now counts us unbound, and we never asked
+            self._drop("an unbind_resp we did not ask for", now)
         elif pdu.is_request():
             self._write("generic_nack", now, sequence=pdu.sequence, status=RINVCMDID)
 

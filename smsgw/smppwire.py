@@ -14,6 +14,8 @@ their contents lives here, as plain functions of bytes, strings and ``now``:
   that is not a receipt.
 - ``decode_short_message`` and ``e164_sender``: an inbound SMS's text and sender.
 - ``TokenBucket``: the throughput limit, with time passed in.
+- ``command_length_problem``: whether a PDU's ``command_length`` is one we will read at all
+  (16 to ``MAX_PDU_LENGTH`` octets), checked before anything is buffered.
 - ``SmppSettings``: checked when made, refusing what smpplib would silently truncate;
   ``bind_error`` says why an SMSC refused our bind.
 - ``submit_sm_for``: the ``SubmitSm`` for one ``OutgoingSms``, or why it cannot be sent.
@@ -41,6 +43,8 @@ from smsgw.segment import ESC, EXT_DECODE, GSM_DECODE
 __all__ = [
     "ESM_RECEIPT",
     "ESM_UDHI",
+    "MAX_PDU_LENGTH",
+    "MIN_PDU_LENGTH",
     "RETRY_STATUSES",
     "RINVCMDID",
     "RINVPASWD",
@@ -54,6 +58,7 @@ __all__ = [
     "SubmitSm",
     "TokenBucket",
     "bind_error",
+    "command_length_problem",
     "decode_short_message",
     "e164_sender",
     "parse_receipt_text",
@@ -85,6 +90,8 @@ class ReceiptText(NamedTuple):
 _RECEIPT_FIELD = re.compile(r"(?<![A-Za-z])(id|stat|err):(\S*)", re.IGNORECASE)
 _RECEIPT_ID = re.compile(r"[!-~]{1,65}")
 _RECEIPT_ERR = re.compile(r"[0-9A-Za-z]{1,8}")
+_DECIMAL_ID = re.compile(r"[0-9]{1,65}")
+"""ASCII digits only: ``str.isdigit`` also takes ``²``, which ``int`` refuses."""
 _RECEIPT_TEXT_START = re.compile(r"(?<![A-Za-z])text:", re.IGNORECASE)
 _STAT_ALIASES = {"DELIVERED": "DELIVRD", "UNDELIVERABLE": "UNDELIV", "REJECTED": "REJECTD"}
 _STATS: dict[str, ReceiptStatus | None] = {
@@ -173,11 +180,26 @@ def receipt_from_fields(
     status = _STATS.get(stat)
     if not ident or status is None:
         return None
-    if decimal and ident.strip().isdigit():
-        ident = format(int(ident), "x")
+    if decimal and _DECIMAL_ID.fullmatch(ident.strip()):
+        ident = format(int(ident.strip()), "x")
     detail = f"{stat} err:{parsed.err}" if parsed and parsed.err else stat
     error = None if status == "delivered" else detail
     return Receipt(normalize_provider_id(ident), status, error)
+
+
+MIN_PDU_LENGTH = 16
+"""The header alone (SMPP 3.4 §3.2)."""
+MAX_PDU_LENGTH = 64 * 1024
+"""The longest PDU we read. SMPP PDUs are small: a short_message is at most 254 octets, and a
+message_payload TLV holding a whole 255-part message is under 36 KiB. A longer
+``command_length`` is garbage or hostile: smpplib would buffer up to 4 GiB to read it."""
+
+
+def command_length_problem(length: int) -> str | None:
+    """Why a PDU's ``command_length`` is not one we will read, or None if it is."""
+    if MIN_PDU_LENGTH <= length <= MAX_PDU_LENGTH:
+        return None
+    return f"command_length {length} is not {MIN_PDU_LENGTH} to {MAX_PDU_LENGTH}"
 
 
 def status_name(status: int) -> str:

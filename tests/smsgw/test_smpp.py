@@ -22,6 +22,7 @@ from smsgw.smppwire import (
     ReceiptText,
     SubmitSm,
     TokenBucket,
+    command_length_problem,
     decode_short_message,
     e164_sender,
     parse_receipt_text,
@@ -392,6 +393,32 @@ def test_receipt_fields() -> None:
     assert receipt_from_fields(b"id:255 stat:EXPIRED", None, None, decimal=True) == Receipt(
         "ff", "expired", "EXPIRED"
     )
+
+
+def test_decimal_receipt_ids_are_ascii_digits_only() -> None:
+    # "²".isdigit() is true but int("²") raises; and int() refuses more than 4,300 digits.
+    for ident in ("²", "1²", " 12³ ", "9" * 5000):
+        got = receipt_from_fields(b"", ident, 2, decimal=True)
+        assert got == Receipt(normalize_provider_id(ident), "delivered")
+    assert receipt_from_fields(b"", " 255 ", 2, decimal=True) == Receipt("ff", "delivered")
+
+
+@given(
+    st.binary(max_size=200) | st.text("0123456789²³¹ id:stat:DELIVRD").map(str.encode),
+    st.none() | st.text(max_size=80) | st.text("0123456789²³¹", min_size=1, max_size=5000),
+    st.none() | st.integers(0, 9) | st.integers(-(2**31), 2**31), st.booleans(),
+)  # fmt: skip
+def test_receipt_from_fields_never_raises(
+    short_message: bytes, receipted: str | None, state: int | None, decimal: bool
+) -> None:
+    receipt = receipt_from_fields(short_message, receipted, state, decimal=decimal)
+    assert receipt is None or receipt.status in ("delivered", "expired", "failed")
+
+
+def test_command_length_is_bounded() -> None:
+    assert command_length_problem(16) is None and command_length_problem(65536) is None
+    for length in (0, 8, 15, 65537, 2**32 - 1):
+        assert command_length_problem(length) == f"command_length {length} is not 16 to 65536"
 
 
 def test_decode_short_message() -> None:

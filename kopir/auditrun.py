@@ -22,7 +22,6 @@ was rewritten.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,12 +50,28 @@ from kopir.audit import (
 )
 from kopir.auditsource import AuditError, Source
 from proxylist import Relay, probe_relays
-from signing import note, tlog
+from signing import note, strictjson, tlog
 from signing.canonical import canonical_json
 from signing.fileio import read_bytes, write_atomic
 
 MAX_SCAN = 100_000
 """At most this many log entries are read to find where a version sits in the log."""
+
+
+def _parse_state(data: bytes) -> dict[str, str]:
+    """``audit.json``: ``{"logs": {log id: signed checkpoint note}}``; FormatError otherwise."""
+    obj = strictjson.loads_object(data)
+    extra = sorted(set(obj) - {"logs"})
+    if extra:
+        raise signing.FormatError(f"unknown field {extra[0][:40]!r}")
+    logs = obj.get("logs")
+    if not isinstance(logs, dict):
+        raise signing.FormatError("'logs' is not an object" if "logs" in obj else "no 'logs'")
+    for log_id, text in logs.items():
+        if not isinstance(text, str):
+            raise signing.FormatError(f"the checkpoint of {log_id[:80]!r} is not a string")
+        note.parse_checkpoint(note.parse_note(text).text)
+    return logs
 
 
 class AuditState:
@@ -71,11 +86,8 @@ class AuditState:
         if not self.path.exists():
             return {}
         try:
-            logs = json.loads(read_bytes(self.path, "audit state"))["logs"]
-            for text in logs.values():
-                note.parse_checkpoint(note.parse_note(text).text)
-            return {str(k): str(v) for k, v in logs.items()}
-        except (ValueError, TypeError, KeyError, AttributeError, signing.SigningError) as exc:
+            return _parse_state(read_bytes(self.path, "audit state"))
+        except signing.SigningError as exc:
             raise AuditError(
                 f"audit state {self.path} is damaged ({exc}); move it aside to start afresh"
             ) from None

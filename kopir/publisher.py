@@ -36,12 +36,14 @@ from kopir.listcmd import list_policy, publisher_relays
 from kopir.smscmd import subscriber_store
 from proxylist import LinkBook, ListStore, ProbeResult, Published, epoch_of, probe_relays, publish
 from proxylist.errors import BuildError, DistributionError
-from signing.fileio import write_atomic
+from signing import strictjson
+from signing.fileio import read_bytes, write_atomic
 from smsgw.compose import link_message
 from smsgw.segment import Segmentation
 
 log = logging.getLogger("kopir.publisher")
 STATE_FILE = "publisher.json"
+STATE_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,11 +120,19 @@ class Publisher:
         return RoundReport(report.results, report.published, "", parts, people)
 
     def _last(self) -> list[int] | None:
-        try:
-            state = json.loads(self.state_path.read_text())
-            return [int(state["version"]), int(state["epoch"])]
-        except (OSError, ValueError, KeyError, TypeError):
+        """``[version, epoch]`` last distributed; None if nothing was or the record is damaged
+        (then this round distributes again: the queue's idempotency keys queue nothing twice)."""
+        if not self.state_path.exists():
             return None
+        try:
+            return _parse_state(read_bytes(self.state_path, "publisher state", STATE_LIMIT))
+        except signing.FormatError as exc:
+            log.warning(
+                "publisher state %s is damaged (%s); distributing again", self.state_path, exc
+            )
+        except signing.SigningError as exc:  # cannot read it
+            log.warning("%s; distributing again", exc)
+        return None
 
     def _distribute(self, version: int, epoch: int, now: float) -> tuple[int, int]:
         """Queue every subscriber's links; returns (parts queued, subscribers reached)."""
@@ -158,6 +168,21 @@ class Publisher:
                 queued, _ = queue.enqueue_many(rows, now)
             store.mark_sent_many(reached, now)  # after the queue holds their messages
         return queued, len(reached)
+
+
+def _parse_state(data: bytes) -> list[int]:
+    """``publisher.json``: ``{"epoch": E, "version": N}``, whole numbers; FormatError otherwise."""
+    state = strictjson.loads_object(data)
+    extra = sorted(set(state) - {"version", "epoch"})
+    if extra:
+        raise signing.FormatError(f"unknown field {extra[0][:40]!r}")
+    values = []
+    for name, least in (("version", 1), ("epoch", 0)):
+        value = state.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise signing.FormatError(f"{name!r} is not a whole number of at least {least}")
+        values.append(value)
+    return values
 
 
 def _by_pool(store: smsgw.SubscriberStore) -> dict[str, list[smsgw.Subscriber]]:

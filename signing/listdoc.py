@@ -15,12 +15,12 @@ accepted before from that publisher (``ListState``), which defeats rollback and 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from signing import strictjson
 from signing.canonical import (
     canonical_json,
     exact_keys,
@@ -178,6 +178,22 @@ def _check_not_rollback(version: int, digest: str, last_seen: tuple[int, str]) -
         )
 
 
+def _parse_state(data: bytes) -> dict[str, tuple[int, str]]:
+    """``lists.json``: publisher -> [version, SHA-256 hex], as ``ListState.accept`` writes it."""
+    state: dict[str, tuple[int, str]] = {}
+    for publisher, value in strictjson.loads_object(data).items():
+        what = f"entry {publisher[:80]!r}"
+        if not isinstance(value, list) or len(value) != 2:
+            raise FormatError(f"{what} is not a [version, sha256] pair")
+        version, digest = value
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise FormatError(f"{what}: the version is not a whole number of at least 1")
+        if not isinstance(digest, str) or len(digest) != 64 or not _LOWER_HEX.issuperset(digest):
+            raise FormatError(f"{what}: the digest is not a lower-case SHA-256 hex digest")
+        state[publisher] = (version, digest)
+    return state
+
+
 class ListState:
     """The newest list accepted per publisher (version, SHA-256), in ``<state>/lists.json``."""
 
@@ -187,11 +203,11 @@ class ListState:
     def load(self) -> dict[str, tuple[int, str]]:
         if not self.path.exists():
             return {}
+        data = read_bytes(self.path, "verifier state")
         try:
-            obj = json.loads(read_bytes(self.path, "verifier state"))
-            return {str(k): (int(v[0]), str(v[1])) for k, v in obj.items()}
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            raise SigningError(f"verifier state {self.path} is damaged: {exc}") from exc
+            return _parse_state(data)
+        except FormatError as exc:
+            raise SigningError(f"verifier state {self.path} is damaged: {exc}") from None
 
     def last_seen(self, publisher: str) -> tuple[int, str] | None:
         return self.load().get(publisher)

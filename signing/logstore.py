@@ -18,13 +18,12 @@ only does the file system and ties them together.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from signing import note, tlog
+from signing import note, strictjson, tlog
 from signing.canonical import canonical_json
 from signing.errors import FormatError, SigningError, VerificationError
 from signing.fileio import read_bytes, write_atomic
@@ -36,6 +35,26 @@ HASH = tlog.HASH_SIZE
 
 class LogError(SigningError):
     """The log directory is missing, damaged or inconsistent."""
+
+
+def _parse_meta(data: bytes) -> tuple[str, str]:
+    """``(origin, key)`` from ``log.json``; ``FormatError`` unless both are sound strings."""
+    meta = strictjson.loads_object(data)
+    extra = sorted(set(meta) - {"key", "origin"})
+    if extra:
+        raise FormatError(f"unknown field {extra[0][:40]!r}")
+    for name in ("origin", "key"):
+        if not isinstance(meta.get(name), str):
+            got = "missing" if name not in meta else "not a string"
+            raise FormatError(f"field {name!r} is {got}")
+    origin, key = meta["origin"], meta["key"]
+    try:
+        note.key_id(origin, bytes(32))  # the origin is the log's note key name
+    except FormatError as exc:
+        raise FormatError(f"origin: {exc}") from None
+    if "\0" in key or Path(key).name in ("", ".", ".."):
+        raise FormatError(f"key {key[:80]!r} does not name the log's secret key file")
+    return origin, key
 
 
 @dataclass(frozen=True)
@@ -67,12 +86,12 @@ class LogStore:
         meta_path = self.dir / "log.json"
         if not meta_path.exists():
             raise LogError(f"{self.dir} is not a kopir log (no log.json); append to create one")
+        data = read_bytes(meta_path, "log metadata")
         try:
-            meta = json.loads(read_bytes(meta_path, "log metadata"))
-            self.origin: str = meta["origin"]
-            self.key_path = self.dir / meta["key"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LogError(f"{meta_path} is damaged: {exc}") from exc
+            self.origin, key = _parse_meta(data)
+        except FormatError as exc:
+            raise LogError(f"{meta_path} is damaged: {exc}") from None
+        self.key_path = self.dir / key
         self._leaves = self._read_leaves()
 
     @classmethod

@@ -12,6 +12,7 @@ data directory (everything else), so a config can be moved with its data.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import types
@@ -29,13 +30,25 @@ class Duration(float):
 
     _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     _PATTERN = re.compile(r"([0-9]+)([smhd])")
+    MAX_DAYS = 36500
+    """A hundred years: anything longer is a typo, and would overflow dates and timers."""
 
     @classmethod
     def parse(cls, text: str) -> Duration:
         match = cls._PATTERN.fullmatch(text.strip())
-        if not match or int(match.group(1)) == 0:
-            raise ValueError(f'expected a duration like "90s", "15m", "72h" or "7d", got {text!r}')
-        return cls(int(match.group(1)) * cls._UNITS[match.group(2)])
+        if not match or not match.group(1).strip("0"):
+            shown = _shorten(text)
+            raise ValueError(f'expected a duration like "90s", "15m", "72h" or "7d", got {shown}')
+        digits = match.group(1).lstrip("0")
+        seconds = int(digits) * cls._UNITS[match.group(2)] if len(digits) <= 20 else None
+        if seconds is None or seconds > cls.MAX_DAYS * 86400:
+            raise ValueError(f"a duration is at most {cls.MAX_DAYS}d, got {_shorten(text)}")
+        return cls(seconds)
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """``repr`` of ``text``, cut to about ``limit`` characters so a message stays short."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def duration_arg(text: str) -> Duration:
@@ -364,6 +377,10 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # tomllib's int() of a number with more than 4300 digits
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     config: Config = _build(Config, raw, path, "")
     return dataclasses.replace(config, path=path.resolve())
 
@@ -433,7 +450,12 @@ def _scalar(kind: Any, value: Any, path: Path, name: str) -> Any:
             return Duration.parse(value)
         except ValueError as exc:
             raise ConfigError(f"{path}: {_show(name)}: {exc}") from None
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+    number = kind in (int, float) and isinstance(value, int | float) and not isinstance(value, bool)
+    if number and isinstance(value, int) and not -(2**63) <= value < 2**63:  # TOML's own range
+        raise ConfigError(f"{path}: {_show(name)} is out of range, got {_shorten(str(value))}")
+    if kind is float and number:
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: {_show(name)} must be a finite number, got {value!r}")
         return float(value)
     python_kind = str if kind is Path else kind
     if isinstance(value, python_kind) and not (isinstance(value, bool) and kind is not bool):

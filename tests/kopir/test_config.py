@@ -177,3 +177,64 @@ def test_example_config_documents_every_key() -> None:
 
     missing = [f"[{s}] {k}" for s, k in walk(Config, "") if not documented(s, k)]
     assert not missing, f"config.example.toml does not document: {missing}"
+
+
+# --- numbers too large, not finite, or nested too deeply ------------------------------------
+
+HUGE = "9" * 320  # more digits than a float holds (1e309 and up overflow)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # was OverflowError from float(int * unit)
+        (f'[signing]\nlink_expiry = "{HUGE}s"\n', "[signing] link_expiry: a duration is at most"),
+        (f'[log]\ncheckpoint_interval = "{HUGE}d"\n', "[log] checkpoint_interval: a duration"),
+        ('[signing]\nlink_expiry = "36501d"\n', "a duration is at most 36500d, got '36501d'"),
+        ('[signing]\nlink_expiry = "00000s"\n', "expected a duration"),
+        (f"[sms.smpp]\nthroughput = {HUGE}\n", "[sms.smpp] throughput is out of range"),
+        ("[sms.smpp]\nthroughput = nan\n", "[sms.smpp] throughput must be a finite number"),
+        ("[sms.smpp]\nthroughput = inf\n", "[sms.smpp] throughput must be a finite number"),
+        ("[sms.smpp]\nthroughput = 1e400\n", "[sms.smpp] throughput must be a finite number"),
+        (f"[relay]\nmask_port = 1{'0' * 30}\n", "[relay] mask_port is out of range"),
+        (f"[relay]\nmask_port = {'9' * 5000}\n", "not valid TOML: Exceeds the limit"),
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML: arrays or tables nested"),
+    ],
+)
+def test_huge_and_odd_numbers_are_config_errors_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 500
+
+
+def test_durations_up_to_a_hundred_years_still_load(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[signing]\nlink_expiry = "0036500d"\n'))
+    assert config.signing.link_expiry == 36500 * 86400
+    config = load_config(write(tmp_path, "[sms.smpp]\nthroughput = 12.5\n"))
+    assert config.sms.smpp.throughput == 12.5
+
+
+def test_cli_reports_a_huge_duration_in_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[log]\ncheckpoint_interval = "{HUGE}s"\n')
+    result = kopir("run", "-c", path, "--once")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "[log] checkpoint_interval" in result.stderr
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    st.from_regex(r"[0-9]{1,400}[smhd]", fullmatch=True)
+    | st.integers(min_value=0).map(lambda n: f"{n}{'smhd'[n % 4]}")
+)
+def test_fuzz_durations_are_sane_or_refused(text: str) -> None:
+    try:
+        seconds = Duration.parse(text)
+    except ValueError as exc:
+        assert len(str(exc)) < 200
+        return
+    assert 0 < seconds <= 36500 * 86400

@@ -127,16 +127,28 @@ def _read_part(path: Path) -> tuple[tuple[str, int, int], int, tuple[int, str]] 
     """A part file's ``(key, seq, (queue id, text))`` as ``_whole`` keeps it, or None for a
     message that stands alone and for a file that is not a well-formed part (skipped: the
     outbox must start whatever lies in its directory)."""
+
+    def no_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        short_message = bytes.fromhex(record["short_message"])
-        concat = concatenation(short_message, int(record["esm_class"]))
-        ref, message_id, text = record["to_ref"], record["id"], record["text"]
+        record = json.loads(path.read_text(encoding="utf-8"), parse_constant=no_constant)
+        fields = [record[k] for k in ("short_message", "esm_class", "to_ref", "id", "text")]
     except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, RecursionError):
+        return None  # ValueError: not JSON, NaN/Infinity, an int of more digits than int() reads
+    hex_message, esm_class, ref, message_id, text = fields
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (esm_class, message_id)):
         return None
-    if concat is None or not isinstance(ref, str) or not isinstance(text, str):
+    if not 0 <= esm_class <= 0xFF or not 0 <= message_id < 2**63:  # a byte; a queue row id
         return None
-    if not isinstance(message_id, int) or isinstance(message_id, bool):
+    if not all(isinstance(x, str) for x in (hex_message, ref, text)):
+        return None
+    try:
+        ref.encode("utf-8"), text.encode("utf-8")  # outbox.log cannot hold a lone surrogate
+        concat = concatenation(bytes.fromhex(hex_message), esm_class)
+    except ValueError:  # UnicodeEncodeError, or not hex
+        return None
+    if concat is None:
         return None
     reference, total, seq = concat
     return (ref, reference, total), seq, (message_id, text)

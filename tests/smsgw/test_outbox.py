@@ -138,3 +138,111 @@ async def test_a_reused_reference_starts_a_new_message(tmp_path: Path) -> None:
     await outbox.stop()
     (line,) = log_lines(tmp_path / "outbox")
     assert line.endswith(" message 3+4 to aaaaaaaaaaaa: " + new_text)
+
+
+# --- part files that are not well-formed parts are skipped, whatever they hold ---------------
+
+
+async def first_part_only(outbox: Path) -> tuple[Path, OutgoingSms]:
+    """Alice's first part written as the outbox writes it, and her second part, still to come."""
+    alice = parts(link_message(LINK), "a" * 64, 1)
+    backend = OutboxBackend(outbox)
+    await backend.start(lambda _: None, lambda _: None)
+    await backend.send([alice[0]])
+    await backend.stop()
+    (path,) = outbox.glob("*.json")
+    return path, alice[1]
+
+
+async def restart_and_send(outbox: Path, sms: OutgoingSms) -> list[str]:
+    """The worker restarted and sends ``sms``; the outbox log's lines (none: [])."""
+    backend = OutboxBackend(outbox)
+    await backend.start(lambda _: None, lambda _: None)
+    await backend.send([sms])
+    await backend.stop()
+    return log_lines(outbox) if (outbox / "outbox.log").exists() else []
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        '"esm_class": Infinity',  # was OverflowError: start failed
+        '"esm_class": -Infinity',
+        '"esm_class": NaN',
+        '"esm_class": 1e400',
+        '"esm_class": 64.0',
+        '"esm_class": "64"',
+        '"esm_class": true',
+        '"esm_class": 320',
+        '"id": -1',
+        '"id": "1"',
+        '"to_ref": 7',
+        '"short_message": 5',
+        '"text": "\\ud800"',  # a lone surrogate: was accepted, then outbox.log failed to write it
+    ],
+)
+@pytest.mark.asyncio
+async def test_start_skips_a_part_file_with_a_bad_field(tmp_path: Path, field: str) -> None:
+    import json
+
+    from smsgw.outbox import _read_part
+
+    path, second = await first_part_only(tmp_path / "outbox")
+    assert _read_part(path) is not None
+    text = path.read_text(encoding="utf-8")
+    key = field.split(":")[0].strip('"')
+    original = f'"{key}": ' + json.dumps(json.loads(text)[key], ensure_ascii=False)
+    assert text.count(original) == 1
+    path.write_text(text.replace(original, field), encoding="utf-8")
+    assert _read_part(path) is None
+    assert await restart_and_send(tmp_path / "outbox", second) == []  # part 1 was skipped
+
+
+@pytest.mark.asyncio
+async def test_start_still_resumes_from_an_intact_part_file(tmp_path: Path) -> None:
+    path, second = await first_part_only(tmp_path / "outbox")
+    (line,) = await restart_and_send(tmp_path / "outbox", second)
+    assert " message 1+2 to aaaaaaaaaaaa: Telegram proxy: " + LINK in line
+
+
+@pytest.mark.asyncio
+async def test_start_skips_deeply_nested_and_huge_part_files(tmp_path: Path) -> None:
+    _, second = await first_part_only(tmp_path / "outbox")
+    (tmp_path / "outbox/000000000097.json").write_text("[" * 100_000, encoding="utf-8")
+    (tmp_path / "outbox/000000000098.json").write_text("9" * 5000, encoding="utf-8")
+    (tmp_path / "outbox/000000000099.json").write_bytes(b"\xff\xfe")
+    (line,) = await restart_and_send(tmp_path / "outbox", second)
+    assert " message 1+2 to aaaaaaaaaaaa: Telegram proxy: " + LINK in line
+
+
+@pytest.fixture(scope="module")
+def mutated_part_files(tmp_path_factory: pytest.TempPathFactory) -> st.SearchStrategy[bytes]:
+    """Mutations of a real part file (the mutator of tests/signing, imported here: a module
+    that defines tests cannot be imported inside a running hypothesis test)."""
+    import asyncio
+    import json
+
+    from tests.signing.test_state_files import mutated_json
+
+    path, _ = asyncio.run(first_part_only(tmp_path_factory.mktemp("outbox")))
+    valid = json.loads(path.read_bytes())
+    return mutated_json(valid)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_fuzz_read_part_returns_a_part_or_none(
+    mutated_part_files: st.SearchStrategy[bytes], data: st.DataObject
+) -> None:
+    import tempfile
+
+    from smsgw.outbox import _read_part
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "000000000001.json"
+        path.write_bytes(data.draw(mutated_part_files))
+        part = _read_part(path)
+    if part is not None:
+        (ref, reference, total), seq, (message_id, text) = part
+        assert isinstance(ref, str) and isinstance(text, str) and isinstance(message_id, int)
+        assert (ref + text).encode("utf-8") and 1 <= seq <= total and 0 <= reference < 1 << 16

@@ -14,7 +14,7 @@ from typing import Any
 
 from kopir.config import Config, ConfigError, RelaySecretConfig, load_config
 from kopir.output import CommandFailed, emit
-from relay import LocalTestDC, Relay, RelaySettings, Secret
+from relay import ListenError, LocalTestDC, Relay, RelaySettings, Secret
 from relay.dc import DEFAULT_DCS, parse_host_port
 from relay.tuning import tune_allocator
 
@@ -131,10 +131,25 @@ async def start_local_dc(
     return replace(settings, dc={**local, **settings.dc}), dc
 
 
+async def start_relay(config: Config, settings: RelaySettings) -> Relay:
+    """A started relay; a port that cannot be had is a ``ConfigError`` (exit 2), as the web
+    app's is, with nothing left listening."""
+    relay = Relay(settings)
+    try:
+        await relay.start()
+    except ListenError as exc:
+        raise ConfigError(f"{config.path}: [relay] {exc}") from None
+    return relay
+
+
 async def _serve(path: Path, config: Config) -> int:
     settings, local_dc = await start_local_dc(config, relay_settings(config))
-    relay = Relay(settings)
-    await relay.start()
+    try:
+        relay = await start_relay(config, settings)
+    except ConfigError:
+        if local_dc is not None:
+            await local_dc.stop()
+        raise
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     for host, port in relay.addresses:
         modes = ", ".join(sorted(settings.modes))

@@ -39,9 +39,16 @@ from kopir.bot import BotError, TelegramBot, make_bot
 from kopir.bot import Sources as BotSources
 from kopir.config import Config, ConfigError
 from kopir.distcmd import healthy_relays, open_distributor
+from kopir.listcmd import list_policy, publisher_relays
 from kopir.output import CommandFailed
 from kopir.publisher import Publisher, RoundReport
-from kopir.relaycmd import KEPT_SECRET, relay_settings, start_local_dc, with_kept_secret
+from kopir.relaycmd import (
+    KEPT_SECRET,
+    relay_settings,
+    start_local_dc,
+    start_relay,
+    with_kept_secret,
+)
 from kopir.setup import Prepared, SetupError
 from kopir.setup import prepare as setup_prepare
 from kopir.smscmd import number_key, subscriber_store
@@ -55,9 +62,9 @@ from kopir.web import (
     parse_listen,
     serve_web,
 )
+from kopir.web.auth import AuthError, resolve_token
 from proxylist import LinkBook
 from proxylist.errors import DistributionError
-from relay import Relay
 from signing.fileio import write_atomic
 from smsgw.compose import LINK_TEMPLATE
 
@@ -160,6 +167,7 @@ class Job:
             raise ConfigError(f"{config.path}: [web] history: {exc}") from None
 
     async def start(self) -> None:
+        self._make_bot()  # first: it only checks and builds, nothing listens yet
         await self._start_relay()
         await self._start_worker()
         self.publisher = Publisher(
@@ -167,7 +175,6 @@ class Job:
             number_key=self.keys, on_round=self._on_round,
         )  # fmt: skip
         await self._start_web()
-        self._make_bot()
 
     # -- the Telegram bot (kopir.bot): made in start, run by serve until the stop event ------
 
@@ -212,8 +219,7 @@ class Job:
         settings, local_dc = await start_local_dc(self.config, relay_settings(self.config))
         if local_dc is not None:
             self.stack.push_async_callback(local_dc.stop)
-        relay = self.relay = Relay(settings)
-        await relay.start()
+        relay = self.relay = await start_relay(self.config, settings)
         self.stack.push_async_callback(relay.stop)
         for host, port in relay.addresses:
             say(f"relay listening on {host}:{port} ({', '.join(sorted(settings.modes))})")
@@ -283,10 +289,30 @@ def _daemon_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
+def check_config(config: Config) -> None:
+    """The checks each part of the job makes on its config when it starts, made before any
+    part starts, so a mistake exits 2 with nothing listening, added or queued. ``config``
+    has its relay secret (``with_relay_secret``). The bot's checks come first in
+    ``Job.start``; the web app's port and the relay's are known to be free only by trying."""
+    relay_settings(config)
+    publisher_relays(config)
+    list_policy(config)
+    try:
+        smsgw.make_backend(config.sms, config.data_dir)
+    except smsgw.BackendConfigError as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
+    try:
+        parse_listen(config.web.listen)
+        resolve_token(config.web.token, os.environ)
+    except (WebError, AuthError) as exc:
+        raise ConfigError(f"{config.path}: {exc}") from None
+
+
 async def run(config: Config, once: bool = False) -> int:
     _daemon_logging()
     setup = prepare(config)
     config = with_relay_secret(config)
+    check_config(config)
     say(f"kopir run: data in {config.data_dir}, signing key {setup.key.hex_id}")
     job = Job(config, setup)
     loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 anti-replay. Depends on nothing else in kopir."""
 
 from relay.dc import DEFAULT_DCS, dc_address, parse_host_port
-from relay.errors import ConfigError, HandshakeError, RelayError
+from relay.errors import ConfigError, HandshakeError, ListenError, RelayError
 from relay.obfs2 import Secret
 from relay.server import Relay, RelaySettings, ReplayCache, serve
 from relay.testdc import LocalTestDC
@@ -11,6 +11,7 @@ __all__ = [
     "DEFAULT_DCS",
     "ConfigError",
     "HandshakeError",
+    "ListenError",
     "LocalTestDC",
     "Relay",
     "RelayError",

@@ -22,3 +22,8 @@ class HandshakeError(RelayError):
 
 class ConfigError(RelayError):
     """Relay settings that cannot work (bad secret, bad address)."""
+
+
+class ListenError(RelayError):
+    """The relay cannot listen where its settings say (the port is taken, the address is not
+    this machine's); the message names the address and says why."""

@@ -61,7 +61,7 @@ from typing import Any, cast
 
 from relay import faketls, obfs2
 from relay.dc import DEFAULT_DCS, dc_address
-from relay.errors import HandshakeError
+from relay.errors import HandshakeError, ListenError
 from relay.metrics import Metrics
 
 log = logging.getLogger("kopir.relay")
@@ -140,14 +140,24 @@ class Relay:
         return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
 
     async def start(self) -> None:
+        """Listen on every address and the metrics address; ``ListenError`` (with nothing
+        left listening) when one of them cannot be had."""
         loop = asyncio.get_running_loop()
-        for host, port in self.settings.listen:
-            server = await loop.create_server(
-                lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
-            )
-            self.servers.append(server)
-        if self.settings.metrics_listen:
-            self._metrics_server = await self.metrics.serve(*self.settings.metrics_listen)
+        what, host, port = "clients", "", 0
+        try:
+            for host, port in self.settings.listen:
+                server = await loop.create_server(
+                    lambda: ClientProtocol(self), host, port, reuse_address=True, backlog=4096
+                )
+                self.servers.append(server)
+            if self.settings.metrics_listen:
+                what, (host, port) = "metrics", self.settings.metrics_listen
+                self._metrics_server = await self.metrics.serve(host, port)
+        except OSError as exc:
+            await self.stop()
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            why = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen for {what} on {where}: {why}") from None
         self._timer = loop.call_later(1.0, self._sweep)
 
     def reload(self, secrets: Sequence[obfs2.Secret]) -> None:

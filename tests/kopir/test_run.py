@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -135,3 +136,49 @@ def test_run_serves_the_web_app_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
         proc.kill()
     assert proc.returncode == 0, err
     assert "kopir run: stopping" in out and "kopir run: stopped" in out
+
+
+def test_a_config_mistake_stops_run_before_anything_starts(tmp_path: Path) -> None:
+    """Each of these is found by a part of the job that used to start after the relay was
+    listening and the test subscribers were added; now run checks them all first."""
+    text = (ROOT / "config.example.toml").read_text()
+    broken = {
+        "twilio": (text.replace('backend = "outbox"', 'backend = "twilio"', 1), "[sms.twilio]"),
+        "token": (text, "[web] token"),
+    }
+    for name, (body, said) in broken.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        config = example_config(folder, body)
+        env = {"KOPIR_WEB_TOKEN": "short"} if name == "token" else {}
+        result = kopir("run", "-c", config, "--once", env=env)
+        assert result.returncode == 2, (name, result.stdout, result.stderr)
+        assert said in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert "relay listening" not in result.stdout, result.stdout
+        assert "test subscribers" not in result.stdout, result.stdout
+        assert not (folder / "data/sms/subscribers.db").exists()
+
+
+def test_a_taken_relay_or_metrics_port_is_a_clear_error(tmp_path: Path) -> None:
+    for which in ("listen", "metrics_listen"):
+        folder = tmp_path / which
+        folder.mkdir()
+        config = example_config(folder)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            text = config.read_text()
+            key = "listen = [" if which == "listen" else "metrics_listen = "
+            start = text.index(key)
+            end = text.index("\n", start)
+            value = f'["127.0.0.1:{port}"]' if which == "listen" else f'"127.0.0.1:{port}"'
+            config.write_text(text[:start] + key.split("=")[0] + "= " + value + text[end:])
+            for args in (("run", "-c", config, "--once"), ("relay", "serve", "-c", config)):
+                result = kopir(*args)
+                assert result.returncode == 2, (args, result.stdout, result.stderr)
+                assert "Traceback" not in result.stderr, result.stderr
+                assert f"cannot listen for {'clients' if which == 'listen' else 'metrics'}" in (
+                    result.stderr
+                ), result.stderr
+                assert f"127.0.0.1:{port}" in result.stderr, result.stderr

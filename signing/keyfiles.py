@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from signing.errors import FormatError, KeyFileError
+from signing.errors import FormatError, KeyFileError, SigningError
 from signing.fileio import read_text, write_atomic
 from signing.minisign import PublicKey, SecretKey, Signature, parse_secret_key, parse_signature
 
@@ -86,6 +86,8 @@ def load_secret_key(
         mode = os.stat(path).st_mode
     except OSError as exc:
         raise KeyFileError(f"cannot read secret key {path}: {exc.strerror}") from exc
+    if _is_public_key(path):
+        raise KeyFileError(f"{path} is a public key; a secret key (a .key file) is needed here")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"secret key {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
@@ -99,6 +101,15 @@ def load_secret_key(
         return parsed.decrypt(passphrase() if parsed.encrypted else None)
     except KeyFileError as exc:
         raise KeyFileError(f"{path}: {exc}") from exc
+
+
+def _is_public_key(path: Path) -> bool:
+    """Whether ``path`` holds a public key (a common mix-up for a secret key's path)."""
+    try:
+        PublicKey.parse(read_text(path, "key"))
+    except (SigningError, OSError):
+        return False
+    return True
 
 
 def load_signature(path: Path) -> Signature:

@@ -38,6 +38,11 @@ def _human(report: InitReport, next_command: str) -> str:
     lines += [f"  {item.line()}" for item in report.items]
     if report.relay_secret:
         lines.append(f'  made  relay secret "default" in {report.config_path}')
+    elif report.kept_secret:
+        lines.append(
+            f'  kept  relay secret "default" in {report.config_path}: the replaced config\'s, '
+            "so links already handed out keep working (the replaced config is in the .bak file)"
+        )
     elif not report.config.made:
         lines.append("  (the config was kept as it is: no relay secret was added)")
     lines.append(f"key id: {report.data.key_id} (the online signing key; share its .pub)")
@@ -60,6 +65,7 @@ def _data(report: InitReport, next_command: str) -> dict[str, Any]:
             for item in report.items
         ],
         "relay_secret": report.relay_secret,
+        "kept_relay_secret": report.kept_secret,
         "key_id": report.data.key_id,
         "next": next_command,
     }

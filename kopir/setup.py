@@ -33,7 +33,7 @@ from pathlib import Path
 import proxylist
 import signing
 import smsgw
-from kopir.config import Config, load_config
+from kopir.config import Config, ConfigError, load_config
 from signing.canonical import rfc3339
 from signing.fileio import write_atomic
 from signing.keyfiles import PassphraseSource, passphrase_from_env_or_prompt
@@ -94,6 +94,8 @@ class InitReport:
     relay_secret: bool
     """True when a new ``[[relay.secrets]]`` went into a config written now."""
     data: DataReport
+    kept_secret: bool = False
+    """True when the config written now took the replaced config's relay secret."""
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -357,8 +359,9 @@ def initialize(
         return InitReport(
             config_path, config.data_dir, item, False, ensure_data(config, passphrase)
         )
+    kept = _old_relay_secret(config_path)
     text = render_config(
-        example_config(), _data_dir_setting(config_path, data_dir), secrets.token_hex(16)
+        example_config(), _data_dir_setting(config_path, data_dir), kept or secrets.token_hex(16)
     )
     try:
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +369,23 @@ def initialize(
     except OSError as exc:
         raise SetupError(f"cannot write {config_path}: {exc.strerror or exc}") from None
     config = load_config(config_path)
-    return InitReport(config_path, config.data_dir, item, True, ensure_data(config, passphrase))
+    return InitReport(
+        config_path, config.data_dir, item, not kept, ensure_data(config, passphrase), bool(kept)
+    )
+
+
+def _old_relay_secret(config_path: Path) -> str:
+    """The relay secret of a config about to be replaced (its first ``[[relay.secrets]]``, or
+    else the one ``kopir run`` kept in its data dir), so the links already handed out keep
+    working; "" when there is none or the old config cannot be read."""
+    from kopir.relaycmd import with_kept_secret  # kopir.relaycmd imports the relay package
+
+    try:
+        old = with_kept_secret(load_config(config_path))
+    except ConfigError:
+        return ""
+    secret = old.relay.secrets[0].secret.lower() if old.relay.secrets else ""
+    return secret if re.fullmatch(r"[0-9a-f]{32}", secret) else ""
 
 
 def _check_same_data(config: Config, wanted: Path | None) -> None:

@@ -213,3 +213,29 @@ def test_with_a_passphrase_the_new_signing_key_is_encrypted(tmp_path: Path) -> N
     again = kopir("init", cwd=tmp_path)  # no passphrase needed to keep it
     assert again.returncode == 0, again.stderr
     assert f"key id: {key.hex_id}" in again.stdout
+
+
+def test_force_config_keeps_the_relay_secret_so_handed_out_links_still_work(
+    tmp_path: Path,
+) -> None:
+    assert kopir("init", cwd=tmp_path).returncode == 0
+    config = tmp_path / "config.toml"
+    (before,) = load_config(config).relay.secrets
+    forced = kopir("init", "--force-config", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert "kept  relay secret" in forced.stdout, forced.stdout
+    (after,) = load_config(config).relay.secrets
+    assert after.secret == before.secret
+
+
+def test_force_config_keeps_the_secret_kopir_run_kept_in_the_data_dir(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[data]\ndir = "data"\n')
+    (tmp_path / "data/keys").mkdir(parents=True)
+    kept = tmp_path / "data/keys/relay.secret"
+    kept.write_text("00112233445566778899aabbccddeeff")
+    kept.chmod(0o600)
+    forced = kopir("init", "--force-config", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    (secret,) = load_config(config).relay.secrets
+    assert secret.secret == "00112233445566778899aabbccddeeff"

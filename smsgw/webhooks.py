@@ -22,6 +22,12 @@ Signatures are checked where the provider signs (PROTOCOLS.md "HTTP SMS provider
 ``serve_webhooks`` runs a set of handlers on a loopback port for the application or the tests.
 Inbound SMS can delete subscribers (STOP) and spend SMS (replies), so only signed routes
 (Twilio, Android) deliver inbound messages.
+
+Bad bytes get a 4xx too. A header that is not UTF-8 (aiohttp hands it over as lone surrogates)
+fails the signature check like any wrong signature; a body whose ``Content-Encoding`` does not
+decode is a 400; a request aiohttp's own HTTP parser refuses (a control byte in a header, say)
+gets aiohttp's 400 and, from ``serve_webhooks``, one warning line (``ServerLog``) instead of
+aiohttp's traceback, which quotes the raw request, query string included.
 """
 
 from __future__ import annotations
@@ -29,13 +35,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from smsgw.backend import Inbound, InboundHandler, Receipt, ReceiptHandler, ReceiptStatus
 from smsgw.errors import SmsError
@@ -56,30 +65,48 @@ MAX_TEXT = 1600
 _MAX_FIELDS = 100
 _SENDER = re.compile(r"\+?[0-9A-Za-z][0-9A-Za-z ()./-]{0,31}")
 _ERR_CODE = re.compile(r"\d{1,4}")
+_STAMP = re.compile(r"[0-9]{1,20}")
 
 
 class WebhookUnavailable(SmsError):
     """A webhook arrived while its backend is not running; the provider should retry."""
 
 
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8, for text a request controls. aiohttp decodes header bytes that are
+    not UTF-8 (``X-Timestamp: \\xff``) to lone surrogates, which a plain ``encode()`` refuses
+    with a ``UnicodeEncodeError``; they become ``?`` here, so such a header just fails the
+    signature check (kopir.web.auth does the same)."""
+    return text.encode("utf-8", "replace")
+
+
 def twilio_signature(auth_token: str, url: str, params: Sequence[tuple[str, str]]) -> str:
     """Twilio's request signature: base64 HMAC-SHA1 of the URL and the sorted parameters."""
     data = url + "".join(name + value for name, value in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode("utf-8"), hashlib.sha1).digest()
+    digest = hmac.new(_utf8(auth_token), _utf8(data), hashlib.sha1).digest()
     return base64.b64encode(digest).decode("ascii")
 
 
 def android_signature(key: str, body: bytes, timestamp: str) -> str:
     """The Android gateway app's ``X-Signature``: hex HMAC-SHA256 of the body then the timestamp."""
-    return hmac.new(key.encode(), body + timestamp.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_utf8(key), body + _utf8(timestamp), hashlib.sha256).hexdigest()
 
 
 def _same(given: str, expected: str) -> bool:
-    return bool(given) and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+    return bool(given) and hmac.compare_digest(_utf8(given), _utf8(expected))
 
 
 def _refuse(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n")
+
+
+async def _read(request: web.Request) -> bytes | web.Response:
+    """The request's body, or a 400 when it cannot be read: a ``Content-Encoding`` (gzip,
+    deflate) that does not decode makes ``request.read()`` raise, which aiohttp answers 500."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError:
+        return _refuse(400, "the body could not be read (a bad Content-Encoding?)")
 
 
 def _deliver(call: Callable[[], None]) -> web.Response:
@@ -102,7 +129,9 @@ async def _read_form(request: web.Request) -> list[tuple[str, str]] | web.Respon
     """The form fields of a urlencoded POST, or the 4xx answer to give instead."""
     if request.content_type != "application/x-www-form-urlencoded":
         return _refuse(415, "expected application/x-www-form-urlencoded")
-    body = await request.read()
+    body = await _read(request)
+    if isinstance(body, web.Response):
+        return body
     try:
         text = body.decode("utf-8")
         return parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS)
@@ -222,7 +251,10 @@ async def _vonage_fields(request: web.Request) -> Mapping[str, object] | web.Res
     if request.method == "GET":
         return dict(request.query)
     if request.content_type == "application/json":
-        reply = parse_json(await request.read())
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        reply = parse_json(body)
         return reply if isinstance(reply, dict) else _refuse(400, "expected a JSON object")
     form = await _read_form(request)
     return form if isinstance(form, web.Response) else dict(form)
@@ -251,7 +283,10 @@ def infobip_report_route(on_receipt: ReceiptHandler) -> Handler:
     """
 
     async def handle(request: web.Request) -> web.Response:
-        reply = parse_json(await request.read())
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
+        reply = parse_json(body)
         results = reply.get("results") if isinstance(reply, dict) else None
         if not isinstance(results, list) or not 0 < len(results) <= _MAX_FIELDS:
             return _refuse(400, "expected a JSON object with a non-empty results list")
@@ -298,7 +333,9 @@ def android_webhook_route(
         raise SmsError("android webhooks need the app's signing key; set [sms.android] webhook_key")
 
     async def handle(request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await _read(request)
+        if isinstance(body, web.Response):
+            return body
         refused = _android_refusal(request, key, body, clock())
         if refused is not None:
             return refused
@@ -328,7 +365,8 @@ def _android_refusal(
     timestamp = request.headers.get("X-Timestamp", "")
     if not _same(request.headers.get("X-Signature", ""), android_signature(key, body, timestamp)):
         return _refuse(403, "missing or wrong X-Signature")
-    if not (timestamp.isascii() and timestamp.isdigit() and abs(int(timestamp) - now) <= MAX_SKEW):
+    # At most 20 digits: int() of a longer run may raise, and int - float may overflow.
+    if not (_STAMP.fullmatch(timestamp) and abs(int(timestamp) - now) <= MAX_SKEW):
         return _refuse(403, f"X-Timestamp is more than {MAX_SKEW:g}s away from our clock")
     return None
 
@@ -347,6 +385,36 @@ def _android_receipt(event: object, payload: dict[str, object]) -> Receipt | web
 
 
 # Serving --------------------------------------------------------------------------------------
+
+
+class ServerLog(logging.Logger):
+    """The error log of one aiohttp server (``AppRunner(..., logger=ServerLog(name))``), under
+    ``aiohttp.server``. A request whose bytes aiohttp could not parse (answered 400 by aiohttp)
+    or whose body did not decode (answered 400 by ``_read``; aiohttp then logs the error again
+    while it drains the rest) is logged as one warning line naming the error's type: aiohttp
+    would log a traceback quoting the request's bytes, query string included, and bad bytes
+    from a client are no fault here. Anything else (a handler that raised) keeps its traceback.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.parent = logging.getLogger("aiohttp.server")
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        if isinstance(exc_info, HttpProcessingError | web.RequestPayloadError):
+            self.warning("refused a malformed HTTP request (%s)", type(exc_info).__name__)
+            return
+        super().exception(
+            msg, *args, exc_info=exc_info, stack_info=stack_info, stacklevel=stacklevel, extra=extra
+        )
 
 
 @dataclass(frozen=True)
@@ -368,7 +436,8 @@ async def serve_webhooks(
     for path, handler in routes.items():
         app.router.add_route("GET", path, handler)
         app.router.add_route("POST", path, handler)
-    runner = web.AppRunner(app, access_log=None)  # access logs would show query strings
+    # Access logs would show query strings.
+    runner = web.AppRunner(app, access_log=None, logger=ServerLog("smsgw.webhooks"))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

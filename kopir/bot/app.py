@@ -14,6 +14,10 @@ handed out one person at a time.
 Updates arrive by long polling (``getUpdates``) by default. In webhook mode an aiohttp server
 on ``[bot] webhook_listen`` takes Telegram's POSTs, checks the secret header in constant time,
 and puts each update on the application's queue; ``setWebhook`` tells Telegram where to post.
+A body is checked before python-telegram-bot sees it (``read_update``): the parts the bot reads
+must have the Bot API's types, since ``Update.de_json`` trusts its input (``null`` raises
+``AttributeError``, a string user id reaches the handlers). Anything else gets a 400 and one
+log line naming neither the body nor the error's text (they hold a user's words).
 
 :meth:`TelegramBot.run` keeps the bot up until a stop event: when Telegram cannot be reached
 (during a shutdown it often cannot), it retries with a growing pause instead of failing, so
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import json
 import logging
 import os
 import time
@@ -35,6 +39,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from telegram import (
+    Bot,
     BotCommand,
     BotCommandScopeChat,
     InlineKeyboardButton,
@@ -56,6 +61,8 @@ from kopir.bot.logic import BotLogic
 from kopir.bot.replies import Incoming, Reply
 from kopir.config import Config
 from kopir.web import WebError, parse_listen
+from kopir.web.auth import token_matches
+from smsgw.webhooks import ServerLog
 
 log = logging.getLogger("kopir.bot")
 CAPTION_LIMIT = 1024
@@ -275,7 +282,7 @@ class TelegramBot:
         path = urlsplit(bot.webhook_url).path or "/"
         site = web.Application(client_max_size=1 << 20)
         site.router.add_post(path, self._webhook)
-        runner = web.AppRunner(site, access_log=None)
+        runner = web.AppRunner(site, access_log=None, logger=ServerLog("kopir.bot.webhook"))
         await runner.setup()
         host, port = parse_listen(bot.webhook_listen)
         try:
@@ -298,16 +305,115 @@ class TelegramBot:
         raise BotError("the webhook server is not listening")
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        given = request.headers.get(SECRET_HEADER, "").encode()
-        if not hmac.compare_digest(given, self.secret.encode()):
+        # token_matches encodes with errors="replace": a header that is not UTF-8 (aiohttp
+        # hands it over as lone surrogates) is simply a wrong secret.
+        if not token_matches(request.headers.get(SECRET_HEADER, ""), self.secret):
             return web.Response(status=403)
         try:
-            data = await request.json()
-            update = Update.de_json(data, self.app.bot)
-        except (ValueError, TypeError, KeyError, TelegramError):
-            return web.Response(status=400)
+            body = await request.read()
+        except web.RequestPayloadError:  # a Content-Encoding that does not decode
+            log.warning("bot: webhook: the body could not be read")
+            return web.Response(status=400, text="the body could not be read\n")
+        update = read_update(body, self.app.bot)
+        if update is None:
+            return web.Response(status=400, text="not a Telegram update\n")
         await self.app.update_queue.put(update)
         return web.Response(text="ok")
+
+
+_INT64 = 1 << 63
+
+
+def _is_int(value: object, low: int = -_INT64, high: int = _INT64) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def _is_text(value: object) -> bool:
+    """A string, or absent."""
+    return value is None or isinstance(value, str)
+
+
+def _user_ok(user: object) -> bool:
+    return (
+        isinstance(user, dict)
+        and _is_int(user.get("id"))
+        and isinstance(user.get("is_bot"), bool)
+        and isinstance(user.get("first_name"), str)
+        and _is_text(user.get("language_code"))
+    )
+
+
+def _entities_ok(entities: object) -> bool:
+    if entities is None:
+        return True
+    return isinstance(entities, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("type"), str)
+        and _is_int(e.get("offset"))
+        and _is_int(e.get("length"))
+        and _is_text(e.get("url"))
+        for e in entities
+    )
+
+
+def _message_ok(message: object) -> bool:
+    if not isinstance(message, dict):
+        return False
+    chat, sender = message.get("chat"), message.get("from")
+    return (
+        _is_int(message.get("message_id"))
+        and _is_int(message.get("date"), 0, 1 << 32)
+        and isinstance(chat, dict)
+        and _is_int(chat.get("id"))
+        and isinstance(chat.get("type"), str)
+        and (sender is None or _user_ok(sender))
+        and _is_text(message.get("text"))
+        and _is_text(message.get("caption"))
+        and _entities_ok(message.get("entities"))
+        and _entities_ok(message.get("caption_entities"))
+    )
+
+
+def _query_ok(query: object) -> bool:
+    if not isinstance(query, dict):
+        return False
+    message = query.get("message")
+    return (
+        isinstance(query.get("id"), str)
+        and _user_ok(query.get("from"))
+        and isinstance(query.get("chat_instance"), str)
+        and _is_text(query.get("data"))
+        and (message is None or _message_ok(message))
+    )
+
+
+def update_fields(data: object) -> dict[str, Any] | None:
+    """The fields of a decoded update the bot takes (``update_id`` and ``UPDATES``) when what
+    the bot and python-telegram-bot read of them has the Bot API's types; else None."""
+    if not isinstance(data, dict) or not _is_int(data.get("update_id"), 0):
+        return None
+    checks = {"message": _message_ok, "callback_query": _query_ok}
+    taken = {name: data[name] for name in UPDATES if data.get(name) is not None}
+    if not all(checks[name](value) for name, value in taken.items()):
+        return None
+    return {"update_id": data["update_id"], **taken}
+
+
+def read_update(body: bytes, bot: Bot) -> Update | None:
+    """A webhook body as an ``Update``, or None (logged in one line) when it is not one."""
+    try:
+        fields = update_fields(json.loads(body.decode("utf-8")))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        log.warning("bot: webhook: the body is not JSON (%s)", type(exc).__name__)
+        return None
+    if fields is None:
+        log.warning("bot: webhook: the body is not a Telegram update")
+        return None
+    try:
+        return Update.de_json(fields, bot)
+    except Exception as exc:  # de_json trusts its input; whatever it raises, this is no update
+        log.warning("bot: webhook: the body is not a Telegram update (%s)", type(exc).__name__)
+        return None
 
 
 def message_text(message: Message) -> str:
@@ -337,4 +443,11 @@ def _check_webhook(config: Config, secret: str) -> None:
         ) from None
 
 
-__all__ = ["BotError", "TelegramBot", "message_text", "resolve_secret"]
+__all__ = [
+    "BotError",
+    "TelegramBot",
+    "message_text",
+    "read_update",
+    "resolve_secret",
+    "update_fields",
+]

@@ -61,21 +61,27 @@ def open_distributor(config: Config, relays: list[Relay], k: int | None = None) 
     )
 
 
-def recipient_id(text: str, region: str) -> str:
-    """``tg:<id>`` and ``poster:<batch>`` as given; anything else is a phone number in E.164."""
+def recipient_id(text: str, region: str, position: int = 1) -> str:
+    """``tg:<id>`` and ``poster:<batch>`` as given; anything else is a phone number in E.164.
+
+    A refusal names the recipient by its ``position`` on the command line, never by what was
+    typed: that may be a phone number, which is not to be echoed (to a terminal, a log or a
+    cron mail). ``normalize`` says why without saying what.
+    """
     if text.startswith(PREFIXES):
         return text
     try:
         return normalize(text, region)
     except SmsError as exc:
         raise CommandFailed(
-            f"{text!r} is not tg:<id>, poster:<batch> or a phone number: {exc}", 2
+            f"recipient {position} is not tg:<id>, poster:<batch> or a phone number: {exc}", 2
         ) from None
 
 
 def list_assign(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
-    ids = [recipient_id(r, config.subscribers.default_region) for r in args.recipient]
+    region = config.subscribers.default_region
+    ids = [recipient_id(r, region, n) for n, r in enumerate(args.recipient, 1)]
     relays = healthy_relays(config)
     key_path = Path(args.key) if args.key else config.in_data(config.signing.key)
     key = signing.load_secret_key(key_path)

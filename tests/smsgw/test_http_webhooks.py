@@ -1,22 +1,27 @@
-"""smsgw.webhooks: provider webhook routes (signatures, strict validation, fuzz: no 500)."""
+"""smsgw.webhooks: provider webhook routes (signatures, strict validation, fuzz: no 500); and
+smsgw.http.scrub, which keeps phone numbers out of receipts, errors and the log."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smsgw.backend import Inbound, Receipt
+from smsgw.backend import Inbound, OutgoingSms, Receipt
 from smsgw.backends import webhook_routes
 from smsgw.errors import SmsError
 from smsgw.generic import GenericHttpBackend
+from smsgw.http import scrub
 from smsgw.providers import AndroidGatewayBackend, TwilioBackend
 from smsgw.webhooks import (
     ANDROID_PATH,
@@ -450,3 +455,116 @@ def test_fuzz_twilio_inbound_route(
     if webhooks.inbound:
         assert status == 200
         assert webhooks.inbound == [Inbound(form["From"], form["Body"])]
+
+
+# scrub: what reaches receipts, errors and the log ------------------------------------------
+
+SPELLINGS = [
+    "+7 (701) 234-56-78",
+    "+7(701)234-56-78",
+    "8 (701) 234 56 78",
+    "+7 701 234 56 78",
+    "+7.701.234.56.78",
+    "+7-701-234-5678",
+    "(701) 234-5678",
+    "+7 (7012) 34–56–78",
+    "77012345678",
+]
+
+
+def test_scrub_removes_the_whole_number_however_it_is_written() -> None:
+    for spelling in SPELLINGS:
+        assert scrub(f"The 'To' number {spelling} is not valid.") == (
+            "The 'To' number [number] is not valid."
+        ), spelling
+    assert scrub("+49 (0)30 1234567, then +1 (555) 123-4567") == "[number], then [number]"
+
+
+def test_scrub_keeps_codes_statuses_and_dates() -> None:
+    kept = [
+        "HTTP 503: try again",
+        "twilio: 21211: invalid (code 30003)",
+        "HTTP 500 (12345)",
+        "sent 2024-06-22 15:46:11 and 2024-06-22T15:46:11Z, expired 22.06.2024.",
+        "v1.2.3 on port 8080",
+    ]
+    for text in kept:
+        assert scrub(text) == text
+    assert scrub("+77012345678 (21211)") == "[number] (21211)"
+    assert scrub("on 2024-06-22 to +7 701 234 56 78") == "on 2024-06-22 to [number]"
+    assert len(scrub("x" * 1000)) == 300
+
+
+separators = st.sampled_from(["", " ", "-", ".", "\u2013", "\u00a0"])
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> str:
+    """9 to 15 digits in groups, with separators and perhaps an area code in parentheses."""
+    digits = draw(st.text("0123456789", min_size=9, max_size=15))
+    cuts = sorted(draw(st.sets(st.integers(1, len(digits) - 1), max_size=5)))
+    groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+    text, area = ("+" if draw(st.booleans()) else ""), False
+    for n, group in enumerate(groups):
+        if n:
+            text += draw(separators)
+        # An area code is never last, nor right after another one.
+        area = not area and n < len(groups) - 1 and len(group) <= 5 and draw(st.booleans())
+        text += f"({group})" if area else group
+    return text
+
+
+no_digits = st.text(st.characters(categories=["L", "P", "Zs"], exclude_characters="0123456789"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(number=written_numbers(), before=no_digits, after=no_digits)
+def test_fuzz_scrub_leaves_no_digit_of_a_number(number: str, before: str, after: str) -> None:
+    scrubbed = scrub(f"{before} {number} {after}")
+    assert not any(c.isdigit() for c in scrubbed), (number, scrubbed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(st.sampled_from("0123456789 ()+-.:T\u2013x"), max_size=400))
+def test_fuzz_scrub_any_text(text: str) -> None:
+    scrubbed = scrub(text)
+    assert len(scrubbed) <= 300
+    for run in re.findall(r"\d+", scrubbed):
+        assert len(run) < 7
+
+
+def test_scrub_takes_linear_time_on_long_digit_soup() -> None:
+    started = time.monotonic()
+    soups = ["1 (" * 20_000, "(1)" * 20_000, "(12345" * 20_000, "1-" * 20_000 + "x"]
+    for soup in [*soups, "2024-06-22 " * 5000, "2024-06-2" * 20_000]:
+        scrub(soup)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.asyncio
+async def test_a_refused_send_logs_no_part_of_the_number(caplog: pytest.LogCaptureFixture) -> None:
+    """Twilio's 400 quotes the number; the log line had "+7 (701) [number]" (scrub took only
+    the end) and Twilio's code field was logged as given."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        reply = {
+            "code": "+7 701 234 56 78",
+            "message": "The 'To' number +7 (701) 234-56-78 is not a valid phone number.",
+        }
+        return web.json_response(reply, status=400)
+
+    path = f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
+    async with serve({path: refuse}) as url:
+        backend = make("twilio", url)
+        await backend.start(lambda r: None, lambda i: None)
+        try:
+            sms = OutgoingSms(1, NUMBER, "refabcdefabcdefabcdef", b"", 0, 0, "hello")
+            with caplog.at_level(logging.WARNING, logger="smsgw.http"):
+                [result] = await backend.send([sms])
+        finally:
+            await backend.stop()
+    assert result.status == "failed"
+    line = "\n".join(r.getMessage() for r in caplog.records if r.name == "smsgw.http")
+    assert "twilio: [number]: The 'To' number [number] is not a valid phone number." in line
+    for part in ("701", "234", "56", "78"):
+        assert part not in line, line

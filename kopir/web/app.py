@@ -55,6 +55,7 @@ from kopir.output import CommandFailed
 from kopir.web import auth, charts, pages, public, statuspage
 from kopir.web.status import StatusHistory
 from proxylist import ProxylistError, poster
+from smsgw.webhooks import ServerLog
 
 log = logging.getLogger("kopir.web")
 
@@ -568,7 +569,9 @@ async def serve_web(app: web.Application, listen: str) -> web.AppRunner:
     # No access log: it would keep client addresses and whole request lines, and the SMS
     # webhooks mounted on this app (kopir.runner) carry phone numbers in their query strings.
     # auto_decompress: no form needs it; bad gzip is a 400.
-    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
+    runner = web.AppRunner(
+        app, access_log=None, auto_decompress=False, logger=ServerLog("kopir.web")
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

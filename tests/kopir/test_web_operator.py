@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,26 @@ def test_there_is_no_access_log(site: DataSite, caplog: pytest.LogCaptureFixture
         server.close()  # waits for the handlers, so any access log line is written by now
     for entry in caplog.records:
         assert entry.name != "aiohttp.access", entry.getMessage()
+        assert number not in entry.getMessage(), (entry.name, entry.getMessage())
+
+
+def test_a_malformed_request_is_one_warning_not_a_traceback_quoting_it(
+    site: DataSite, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp refuses a request it cannot parse with 400 and would log a traceback quoting
+    the request line, query string (maybe a phone number) included."""
+    number = "77012345678"
+    caplog.set_level(logging.DEBUG)
+    server = Served(site.config)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(f"GET /?to={number} HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n".encode())
+            answer = raw.recv(4096)
+    finally:
+        server.close()
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), answer[:80]
+    for entry in caplog.records:
+        assert entry.exc_info is None, (entry.name, entry.getMessage())
         assert number not in entry.getMessage(), (entry.name, entry.getMessage())
 
 

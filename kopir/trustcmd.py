@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import signing
 from kopir.config import Duration, duration_arg
-from kopir.output import CommandFailed, emit
+from kopir.output import EXIT_USAGE, CommandFailed, emit
+from kopir.signcmd import signatures_for
 from signing.canonical import rfc3339
 from signing.fileio import read_bytes, write_atomic
-from signing.trust import check_thresholds
+from signing.trust import check_thresholds, count_signers, trusted_comment
 
 DEFAULT_ROLES = frozenset({"root", "lists", "links"})
 
@@ -22,24 +24,74 @@ def _trust_key(pub_path: str, roles: frozenset[str]) -> signing.TrustKey:
     return signing.TrustKey(path.stem, signing.load_public_key(path), roles)
 
 
-def _write_signed(path: Path, root: signing.TrustRoot, key_files: list[str]) -> list[Path]:
+# The roots whose ``root`` keys count towards a trust root, each with how to name it: the root
+# itself and, for a rotation, the version it replaces (``verify_trust_root``'s TUF rule).
+Judges = list[tuple[str, signing.TrustRoot]]
+
+
+def _signers(key_files: list[str], judges: Judges, now: float) -> list[signing.SecretKey]:
+    """Load every ``--sign`` key and refuse, before anything is written, one whose signature
+    ``kopir verify trust`` would not count: not an active ``root`` key of any of ``judges``."""
+    keys = []
+    for key_file in key_files:
+        key = signing.load_secret_key(Path(key_file))
+        if not any(_counts(root, key.key_id, now) for _, root in judges):
+            raise CommandFailed(_refusal(key_file, key, judges), code=EXIT_USAGE)
+        keys.append(key)
+    return keys
+
+
+def _counts(root: signing.TrustRoot, key_id: bytes, now: float) -> bool:
     try:
-        check_thresholds(root)
-    except signing.FormatError as exc:
-        raise CommandFailed(str(exc), code=2) from None
-    data = root.encode()
-    for stale in signing.signature_files(path).values():
-        stale.unlink()
-    write_atomic(path, data)
-    return [_sign(path, data, key_file) for key_file in key_files]
+        root.key(key_id, "root", now)
+    except signing.VerificationError:
+        return False
+    return True
 
 
-def _sign(path: Path, data: bytes, key_file: str) -> Path:
-    key = signing.load_secret_key(Path(key_file))
+def _refusal(key_file: str, key: signing.SecretKey, judges: Judges) -> str:
+    """One line: which key, and what each judging root does and does not trust it for."""
+    names: set[str] = set()
+    by_reason: dict[str, list[str]] = {}
+    for label, root in judges:
+        found = root.by_key_id.get(key.key_id)
+        if found is None:
+            reason = "not listed"
+        else:
+            names.add(found.name)
+            if "root" in found.roles:
+                reason = f"revoked {found.revoked}"
+            else:
+                reason = f"trusted for {', '.join(sorted(found.roles))} only, not root"
+        by_reason.setdefault(reason, []).append(label)
+    who = f" ({', '.join(sorted(names))})" if names else ""
+    detail = "; ".join(f"{' and '.join(labels)}: {r}" for r, labels in by_reason.items())
+    return (
+        f"refused: {key_file}: key {key.hex_id}{who} cannot sign the trust root ({detail}); "
+        "nothing written"
+    )
+
+
+def _sign(path: Path, data: bytes, key: signing.SecretKey) -> Path:
     signature = signing.sign_trust_root(data, key)
     out = path.with_name(signing.signature_name(path.name, signature))
     signing.save_signature(out, signature)
     return out
+
+
+def _write_signed(path: Path, data: bytes, keys: list[signing.SecretKey]) -> list[Path]:
+    for stale in signing.signature_files(path).values():
+        stale.unlink()
+    write_atomic(path, data)
+    return [_sign(path, data, key) for key in keys]
+
+
+def _checked(root: signing.TrustRoot) -> signing.TrustRoot:
+    try:
+        check_thresholds(root)
+    except signing.FormatError as exc:
+        raise CommandFailed(str(exc), code=EXIT_USAGE) from None
+    return root
 
 
 def _archive(path: Path) -> Path | None:
@@ -54,8 +106,37 @@ def _archive(path: Path) -> Path | None:
     return archived
 
 
+def _missing(path: Path, judges: Judges, now: float) -> list[dict[str, Any]]:
+    """For each judging root whose ``root`` threshold the signatures now beside ``path`` do
+    not meet: how many it has, needs, and whose keys could add the rest."""
+    data = read_bytes(path, "trust root")
+    signatures = signatures_for(path)
+    missing = []
+    for label, root in judges:
+        holders = [k for k in root.keys if "root" in k.roles]
+        good, _ = count_signers(data, signatures, holders, trusted_comment(data), now)
+        need = root.threshold["root"]
+        if len(good) < need:
+            others = [k.name for k in holders if k.active(now) and k.name not in good]
+            missing.append({"from": label, "have": len(good), "need": need, "keys": others})
+    return missing
+
+
+def _missing_lines(path: Path, missing: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"needs {m['need'] - m['have']} more signature(s) from {m['from']}: "
+        f"{m['have']} of {m['need']}; run kopir trust sign --trust {path} --key KEY "
+        f"(the secret key of {' or '.join(m['keys']) or 'a root key'})"
+        for m in missing
+    ]
+
+
 def _summary(
-    args: argparse.Namespace, path: Path, root: signing.TrustRoot, sigs: list[Path]
+    args: argparse.Namespace,
+    path: Path,
+    root: signing.TrustRoot,
+    sigs: list[Path],
+    missing: list[dict[str, Any]],
 ) -> None:
     lines = [f"wrote {path}: version {root.version}, expires {root.expires}"]
     lines += [
@@ -64,10 +145,12 @@ def _summary(
         for k in root.keys
     ]
     lines += [f"signed: {s}" for s in sigs] or ["not signed yet: run kopir trust sign"]
+    lines += _missing_lines(path, missing)
     data: dict[str, Any] = {
         "trust": str(path),
         "version": root.version,
         "signatures": [str(s) for s in sigs],
+        "missing": missing,
     }
     emit(args.json, "\n".join(lines), data)
 
@@ -82,64 +165,104 @@ def trust_init(args: argparse.Namespace) -> int:
     expires = rfc3339(time.time() + args.expires)
     root = signing.TrustRoot(1, expires, tuple(keys), threshold)
     if len({k.public_key.key_id for k in keys}) != len(keys):
-        raise CommandFailed("the same key was given twice", code=2)
-    sigs = _write_signed(path, root, args.sign or [])
-    _summary(args, path, root, sigs)
+        raise CommandFailed("the same key was given twice", code=EXIT_USAGE)
+    now = time.time()
+    judges: Judges = [(f"the new {path.name} version 1", _checked(root))]
+    signers = _signers(args.sign or [], judges, now)
+    sigs = _write_signed(path, root.encode(), signers)
+    _summary(args, path, root, sigs, _missing(path, judges, now))
     return 0
 
 
-def _next_version(args: argparse.Namespace) -> tuple[Path, signing.TrustRoot]:
+def _current(args: argparse.Namespace) -> tuple[Path, signing.TrustRoot]:
+    """``--trust`` and the current root it holds."""
     path = Path(args.trust)
-    root = signing.parse_trust_root(read_bytes(path, "trust root"))
+    return path, signing.parse_trust_root(read_bytes(path, "trust root"))
+
+
+def _successor(args: argparse.Namespace, current: signing.TrustRoot) -> signing.TrustRoot:
     expires = rfc3339(time.time() + args.expires)
-    return path, signing.TrustRoot(root.version + 1, expires, root.keys, dict(root.threshold))
+    return signing.TrustRoot(current.version + 1, expires, current.keys, dict(current.threshold))
 
 
-def _finish(args: argparse.Namespace, path: Path, root: signing.TrustRoot) -> int:
+def _finish(
+    args: argparse.Namespace, path: Path, current: signing.TrustRoot, root: signing.TrustRoot
+) -> int:
+    """Write ``root``, the version after ``path``'s, signed by ``--sign``: to ``--out``, or in
+    place after archiving the current version. Nothing is written if a check fails."""
     out = Path(args.out) if args.out else path
+    if args.threshold_lists:
+        root = replace(root, threshold={**root.threshold, "lists": args.threshold_lists})
+    if args.threshold_root:
+        root = replace(root, threshold={**root.threshold, "root": args.threshold_root})
+    now = time.time()
+    judges: Judges = [
+        (f"{path.name} version {current.version}", current),
+        (f"the new version {root.version}", _checked(root)),
+    ]
+    signers = _signers(args.sign or [], judges, now)
     if out == path:
         _archive(path)
-    if args.threshold_lists:
-        root = signing.TrustRoot(
-            root.version, root.expires, root.keys, {**root.threshold, "lists": args.threshold_lists}
-        )
-    if args.threshold_root:
-        root = signing.TrustRoot(
-            root.version, root.expires, root.keys, {**root.threshold, "root": args.threshold_root}
-        )
-    sigs = _write_signed(out, root, args.sign or [])
-    _summary(args, out, root, sigs)
+    sigs = _write_signed(out, root.encode(), signers)
+    _summary(args, out, root, sigs, _missing(out, judges, now))
     return 0
 
 
 def trust_add_key(args: argparse.Namespace) -> int:
-    path, root = _next_version(args)
+    path, current = _current(args)
+    root = _successor(args, current)
     roles = frozenset(r.strip() for r in args.roles.split(","))
     if not roles <= set(signing.ROLES):
-        raise CommandFailed(f"--roles takes some of {', '.join(signing.ROLES)}", code=2)
+        raise CommandFailed(f"--roles takes some of {', '.join(signing.ROLES)}", code=EXIT_USAGE)
     try:
         for pub in args.key:
             root = root.with_key(_trust_key(pub, roles))
     except signing.FormatError as exc:
-        raise CommandFailed(str(exc), code=2) from None
-    return _finish(args, path, root)
+        raise CommandFailed(str(exc), code=EXIT_USAGE) from None
+    return _finish(args, path, current, root)
 
 
 def trust_revoke(args: argparse.Namespace) -> int:
-    path, root = _next_version(args)
+    path, current = _current(args)
+    root = _successor(args, current)
     when = args.at or rfc3339(time.time())
     try:
         root = root.with_revoked(args.key, when)
     except signing.FormatError as exc:
-        raise CommandFailed(str(exc), code=2) from None
-    return _finish(args, path, root)
+        raise CommandFailed(str(exc), code=EXIT_USAGE) from None
+    return _finish(args, path, current, root)
+
+
+def _previous(path: Path, root: signing.TrustRoot) -> tuple[str, signing.TrustRoot] | None:
+    """The version ``root`` replaced, if it was archived beside it as ``<name>.v<N-1>``."""
+    archived = path.with_name(f"{path.name}.v{root.version - 1}")
+    if root.version == 1 or not archived.exists():
+        return None
+    previous = signing.parse_trust_root(read_bytes(archived, "trust root"))
+    if previous.version != root.version - 1:
+        return None
+    return f"{archived.name} version {previous.version}", previous
 
 
 def trust_sign(args: argparse.Namespace) -> int:
+    """Add signatures to an existing root, each from a key that root's own ``root`` keys or
+    (when archived beside it) the previous version's include; refuse any other."""
     path = Path(args.trust)
     data = read_bytes(path, "trust root")
-    sigs = [_sign(path, data, key_file) for key_file in args.key]
-    emit(args.json, "\n".join(f"wrote {s}" for s in sigs), {"signatures": [str(s) for s in sigs]})
+    root = signing.parse_trust_root(data)
+    judges: Judges = [(f"{path.name} version {root.version}", root)]
+    previous = _previous(path, root)
+    if previous is not None:
+        judges.append(previous)
+    now = time.time()
+    signers = _signers(args.key, judges, now)
+    sigs = [_sign(path, data, key) for key in signers]
+    missing = _missing(path, judges, now)
+    emit(
+        args.json,
+        "\n".join([f"wrote {s}" for s in sigs] + _missing_lines(path, missing)),
+        {"signatures": [str(s) for s in sigs], "missing": missing},
+    )
     return 0
 
 

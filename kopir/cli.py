@@ -1,7 +1,8 @@
 """The ``kopir`` command line: argparse subcommands, one clear line per error, exit codes.
 
 Exit codes: 0 success or valid; 1 invalid or failed (the reason on stderr); 2 usage or config
-error. With ``--json`` the result is one JSON object on stdout, failures included.
+error; 141 stdout was closed before everything was written (``kopir ... | head``), ended
+quietly. With ``--json`` the result is one JSON object on stdout, failures included.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import relay
 import signing
@@ -87,7 +91,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_STDOUT_CLOSED = 141
+"""Exit status when stdout was closed under us (``kopir ... | head``): 128 + SIGPIPE (13), what
+a shell reports for a Unix tool that SIGPIPE ended, so ``set -o pipefail`` scripts see the same
+status as with ``yes | head``. Python ignores SIGPIPE, so the write fails with EPIPE instead;
+:func:`main` turns that into this status with no traceback and no message."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status (see the module docstring)."""
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # argparse after --help or a usage error: flush what it printed
+            _flush_stdout()
+            raise
+        _flush_stdout()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a socket's, not ours to hide
+        _silence_stdout()
+        return EXIT_STDOUT_CLOSED
+    return code
+
+
+def _flush_stdout() -> None:
+    """Flush here, not at interpreter exit, so that a reader who went away is noticed while
+    :func:`main` can still handle it. (No stdout at all, ``kopir ... >&-``, is ``None``.)"""
+    stdout: TextIO | None = sys.stdout
+    if stdout is not None:
+        stdout.flush()
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (so a ``BrokenPipeError`` was stdout's own). A pipe
+    or socket whose other end is closed polls as an error or hang-up; when that cannot be
+    asked, assume it was stdout, by far the likeliest."""
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):  # no real fd, or no poll() here
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(event & (select.POLLERR | select.POLLHUP) for _, event in poller.poll(0))
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what is still buffered
+    does not fail again (the recipe in the Python docs, ``signal`` module, "Note on SIGPIPE")."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     as_json = getattr(args, "json", False)
     _logging(getattr(args, "verbose", 0))

@@ -4,14 +4,20 @@ Theory of operation: each check is a small function returning a :class:`Check`: 
 ``warn`` or ``fail``, one line of what was found, and for anything not ok one line of what to do
 about it. The config is checked first; if it does not load, that is the only result, because
 every other check reads it (and must never fall back to default addresses it was not given).
-Then the checks that only read the config and the file system run (relay and publisher
-settings, trust root, key file modes, listen ports), and finally the network checks (the clock
-against an HTTP ``Date`` header, the mask host, each DC) run concurrently, each bounded by
-``[doctor] timeout``, so the doctor ends in a few seconds whatever the network does.
+Then the checks that only read the config and the file system run (relay, publisher, SMS
+backend and web settings, trust root, key file modes, listen ports), and finally the network
+checks (the clock against an HTTP ``Date`` header, the mask host, each DC) run concurrently,
+each bounded by ``[doctor] timeout``, so the doctor ends in a few seconds whatever the network
+does.
 
 A listen port that cannot be bound because it is in use is traced to its process through
 ``/proc/net/tcp*`` and ``/proc/PID/fd`` (Linux). Held by a running kopir it is fine; held by
 anything else it is a failure naming that process.
+
+The settings checks call the functions ``kopir run`` builds its parts with on startup
+(``relay_settings``, ``smsgw.make_backend``, ``StatusHistory`` and ``make_app`` for the web
+app), never a copy of their rules, so a config the doctor passes is not one ``kopir run``
+refuses. Those functions only build objects; nothing is started, opened or written.
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from typing import Literal
 import aiohttp
 
 import signing
+import smsgw
 from kopir.config import Config, ConfigError, load_config
 from kopir.listcmd import publisher_relays
 from kopir.relaycmd import relay_settings, with_kept_secret
+from kopir.web import StatusError, StatusHistory, WebError, make_app
+from kopir.web.auth import resolve_token
 from relay import DEFAULT_DCS, parse_host_port
 from signing.canonical import parse_rfc3339
 
@@ -64,6 +73,7 @@ async def diagnose(config_path: Path) -> list[Check]:
         return [_config_failure(config_path, exc)]
     checks = [ok("config", f"{config.path} loads")]
     checks += [check_relay(config), check_publisher(config), check_trust(config)]
+    checks += [check_sms(config), check_web(config)]
     checks += file_checks(config)
     checks += [check_port(key, text) for key, text in listen_addresses(config)]
     checks += shared_ports(listen_addresses(config))
@@ -153,6 +163,45 @@ def check_trust(config: Config) -> Check:
             f"add it with kopir trust add-key (roles lists, links) and re-sign {path.name}",
         )
     return ok("trust root", f"{path}, version {root.version}, names key {key.hex_id}")
+
+
+def check_sms(config: Config) -> Check:
+    """The SMS backend, built as ``kopir run`` and ``kopir sms send`` build it (``env:NAME``
+    values read from this environment, as they would be)."""
+    name, kind = "sms backend", config.sms.backend
+    try:
+        smsgw.make_backend(config.sms, config.data_dir)
+    except smsgw.BackendConfigError as exc:
+        fix = (
+            f"correct [sms.{kind}] (config.example.toml documents every key), "
+            'or set [sms] backend = "outbox" to try kopir without a provider'
+        )
+        return Check(name, "fail", str(exc), fix)
+    return ok(name, kind)
+
+
+def check_web(config: Config) -> Check:
+    """The web app's settings (listen, operator token, history), built as ``kopir run``
+    builds the app; whether the port is free is the port checks' to say."""
+    name = "web settings"
+    try:
+        history = StatusHistory(config.web.history)
+    except StatusError as exc:
+        return Check(name, "fail", f"[web] history: {exc}", "correct [web] history")
+    try:
+        make_app(config, history)
+    except WebError as exc:
+        fix = "correct that key in [web]"
+        if str(exc).startswith("[web] token"):
+            where = (
+                f"the variable ${config.web.token[4:]}"
+                if config.web.token.startswith("env:")
+                else "[web] token"
+            )
+            fix = f"set {where} to a new token (the message says how to make one)"
+        return Check(name, "fail", str(exc), fix)
+    on = resolve_token(config.web.token, os.environ) is not None  # valid: make_app read it
+    return ok(name, f"listen {config.web.listen}, operator pages {'on' if on else 'off'}")
 
 
 # -- files -------------------------------------------------------------------------------

@@ -25,11 +25,13 @@ from typing import Any
 
 import pytest
 
-from kopir.doctor import Check, diagnose, is_kopir
+from kopir.config import load_config
+from kopir.doctor import Check, check_sms, check_web, diagnose, is_kopir
 from kopir.setup import initialize
 from tests.cli import kopir
 
 DC_NUMBERS = (1, 2, 3, 4, 5)
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 
 def free_port() -> int:
@@ -162,6 +164,8 @@ def test_a_healthy_setup_passes(site: Site) -> None:
             "relay settings",
             "publisher relays",
             "trust root",
+            "sms backend",
+            "web settings",
             "data dir",
             "signing key",
             "log key",
@@ -352,6 +356,66 @@ def test_a_relay_without_secrets_fails_with_how_to_make_one(site: Site) -> None:
     site.set("relay", "secrets", [])
     check = site.diagnose()["relay settings"]
     assert check.status == "fail" and "kopir relay secret" in check.fix
+
+
+# -- what kopir run refuses on startup, the doctor fails ----------------------------------------
+
+
+def fail_line(stdout: str) -> str:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("FAIL")]
+    return line
+
+
+def test_an_sms_table_kopir_run_refuses_fails(site: Site) -> None:
+    site.set("sms", "backend", "twilio")  # and [sms.twilio] as kopir init wrote it: all empty
+    message = "[sms.twilio] set exactly one of sender and messaging_service_sid"
+    result = kopir("doctor", "-c", site.path)
+    assert result.returncode == 1, result.stdout
+    assert fail_line(result.stdout).startswith(f"FAIL  sms backend: {message} -> fix: correct ")
+    # kopir sms send builds the backend as kopir run does, and refuses with the same words.
+    send = kopir("sms", "send", "-c", site.path, "--to", "+77012345678", "--text", "hi")
+    assert send.returncode == 2 and message in send.stderr
+
+
+def test_an_sms_secret_from_an_unset_variable_fails(site: Site) -> None:
+    for key, value in [("sender", "+15550100"), ("account_sid", "AC1")]:
+        site.set("sms.twilio", key, value)
+    site.set("sms.twilio", "auth_token", "env:KOPIR_TEST_TWILIO")
+    site.set("sms", "backend", "twilio")
+    result = kopir("doctor", "-c", site.path, "--json")
+    assert result.returncode == 1
+    (check,) = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
+    assert check["name"] == "sms backend"
+    assert check["detail"] == "[sms.twilio] auth_token names $KOPIR_TEST_TWILIO, which is not set"
+    passed = kopir("doctor", "-c", site.path, env={"KOPIR_TEST_TWILIO": "token"})
+    assert passed.returncode == 0, passed.stdout
+    assert "ok    sms backend: twilio" in passed.stdout.splitlines()
+
+
+def test_a_web_token_kopir_run_refuses_fails(site: Site) -> None:
+    short = {"KOPIR_WEB_TOKEN": "short"}
+    result = kopir("doctor", "-c", site.path, env=short)
+    assert result.returncode == 1, result.stdout
+    line = fail_line(result.stdout)
+    assert line.startswith("FAIL  web settings: [web] token must be 16-512 printable characters")
+    assert line.endswith("fix: set the variable $KOPIR_WEB_TOKEN to a new token " + (
+        "(the message says how to make one)"
+    ))  # fmt: skip
+    assert result.stdout.rstrip().endswith(" 1 failure(s)")
+    run = kopir("run", "--once", "-c", site.path, env=short)
+    assert run.returncode == 2 and "[web] token must be 16-512" in run.stderr
+    good = kopir("doctor", "-c", site.path, env={"KOPIR_WEB_TOKEN": "t" * 24})
+    assert good.returncode == 0, good.stdout
+    web = site.table["web"]["listen"]
+    assert f"ok    web settings: listen {web}, operator pages on" in good.stdout.splitlines()
+
+
+def test_the_example_config_passes_the_startup_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KOPIR_WEB_TOKEN", raising=False)
+    config = load_config(EXAMPLE)
+    assert check_sms(config) == Check("sms backend", "ok", "outbox")
+    web = check_web(config)
+    assert web == Check("web settings", "ok", f"listen {config.web.listen}, operator pages off")
 
 
 @pytest.mark.parametrize(

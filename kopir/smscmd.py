@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import signing
 import smsgw
 from kopir.config import Config, ConfigError, load_config
-from kopir.output import CommandFailed, emit
+from kopir.output import EXIT_USAGE, CommandFailed, emit, warn
+from kopir.signcmd import load_trust
+from signing.fileio import read_text
 from smsgw.backend import Backend
 from smsgw.compose import instruction_message, link_message
 from smsgw.worker import Worker, enqueue
@@ -48,6 +51,69 @@ def backend(config: Config) -> Backend:
         raise ConfigError(f"{config.path}: {exc}") from None
 
 
+REASONS = {
+    "malformed": "malformed",
+    "unknown-key": "unknown key",
+    "revoked-key": "revoked key",
+    "bad-signature": "bad signature",
+    "expired": "expired",
+}
+"""``signing.verify_link`` reasons as people read them (``unsigned`` is told apart here)."""
+
+
+def link_problem(text: str, trust: signing.TrustRoot, now: float) -> str | None:
+    """Why ``text`` may not be sent, or ``None`` when it verifies against ``trust``.
+
+    The check is ``kopir verify link``'s (``signing.verify_link``); a well-formed link without
+    ``kid``, ``exp`` and ``sig`` is reported as unsigned rather than malformed.
+    """
+    try:
+        link = signing.parse_link(text)
+        if link.sig is None:
+            return "unsigned (sign it with kopir sign link)"
+        signing.verify_link(link, trust, now)
+    except signing.VerificationError as exc:
+        reason = REASONS.get(exc.reason, exc.reason)
+        return f"{reason} ({exc.detail})" if exc.detail else reason
+    return None
+
+
+def _trust_root(config: Config) -> tuple[Path, signing.TrustRoot]:
+    """The trust root links are checked against: ``[signing] trust``, as ``kopir run`` uses."""
+    path = config.in_data(config.signing.trust)
+    try:
+        return path, load_trust(path)
+    except signing.SigningError as exc:
+        hint = "" if path.exists() else " (kopir init makes one)"
+        raise CommandFailed(f"cannot check the links: {exc}{hint}", code=EXIT_USAGE) from None
+
+
+def check_links(config: Config, links: list[tuple[str, str]]) -> None:
+    """Refuse the whole command unless every link verifies against the config's trust root.
+
+    ``links`` holds (where, link) pairs, ``where`` naming the link in messages (``--link``,
+    ``FILE line N``). Each bad link gets one line on stderr; the last line says nothing was sent.
+    """
+    trust_path, trust = _trust_root(config)
+    now = time.time()
+    bad = [
+        {"where": where, "problem": problem}
+        for where, text in links
+        if (problem := link_problem(text, trust, now)) is not None
+    ]
+    if not bad:
+        return
+    data = {"bad_links": bad, "trust": str(trust_path)}
+    if len(links) == 1:
+        raise CommandFailed(f"{bad[0]['where']}: {bad[0]['problem']}; nothing sent", data=data)
+    for entry in bad:
+        warn(f"{entry['where']}: {entry['problem']}")
+    raise CommandFailed(
+        f"{len(bad)} of {len(links)} links do not verify against {trust_path}; nothing sent",
+        data=data,
+    )
+
+
 async def _send_all(
     config: Config, queue: smsgw.Queue, key: smsgw.NumberKey, chosen: Backend
 ) -> Any:
@@ -65,6 +131,8 @@ async def _send_all(
 def sms_send(args: argparse.Namespace) -> int:
     config = load_config(Path(args.config))
     number = smsgw.normalize(args.to, config.subscribers.default_region)
+    if args.link:
+        check_links(config, [("--link", args.link.strip())])
     message = link_message(args.link) if args.link else smsgw.segment(args.text)
     chosen = backend(config)  # a config mistake must stop us before anything is queued
     key, queue = number_key(config), _queue(config)
@@ -113,11 +181,19 @@ def sms_status(args: argparse.Namespace) -> int:
 
 
 def sms_campaign(args: argparse.Namespace) -> int:
-    """One link per subscriber, from a file of signed links (used in turn)."""
+    """One link per subscriber, from a file of signed links (used in turn); every link must
+    verify against the trust root, else nothing is sent."""
     config = load_config(Path(args.config))
-    links = [line.strip() for line in Path(args.links).read_text().splitlines() if line.strip()]
-    if not links:
-        raise CommandFailed(f"{args.links} has no links", code=2)
+    try:
+        lines = read_text(Path(args.links), "links file").splitlines()
+    except signing.SigningError as exc:
+        raise CommandFailed(str(exc), code=EXIT_USAGE) from None
+    numbered = [(f"{args.links} line {n}", line.strip()) for n, line in enumerate(lines, 1)]
+    numbered = [(where, link) for where, link in numbered if link]
+    if not numbered:
+        raise CommandFailed(f"{args.links} has no links", code=EXIT_USAGE)
+    check_links(config, numbered)
+    links = [link for _, link in numbered]
     name = args.name or f"campaign-{time.strftime('%Y%m%d%H%M%S')}"
     chosen = backend(config)
     key, queue = number_key(config), _queue(config)
@@ -215,7 +291,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     send.add_argument("--to", required=True, help="phone number, e.g. +77012345678")
     what = send.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help="the text (any language)")
-    what.add_argument("--link", help="a signed link: sent as a GSM-7 link message")
+    what.add_argument(
+        "--link",
+        help="a signed link, which must verify against [signing] trust; sent as a GSM-7 "
+        "link message",
+    )
     send.add_argument("--campaign", help="campaign name (default: one of its own)")
     send.set_defaults(func=sms_send)
 
@@ -223,7 +303,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], common
     status.set_defaults(func=sms_status)
 
     campaign = with_config("campaign", "send a link to every subscriber")
-    campaign.add_argument("--links", required=True, help="file with one signed link per line")
+    campaign.add_argument(
+        "--links",
+        required=True,
+        help="file with one signed link per line; all must verify against [signing] trust",
+    )
     campaign.add_argument("--name", help="campaign name (default: campaign-<time>)")
     campaign.add_argument(
         "--instructions",

@@ -17,7 +17,8 @@ def test_signed_link_by_sms_to_outbox_verifies(tmp_path: Path) -> None:
     shutil.copy(ROOT / "config.example.toml", tmp_path / "config.toml")
     cfg = tmp_path / "config.toml"
     assert kopir("keys", "generate", "--name", "ops", "--out", tmp_path).returncode == 0
-    kopir("trust", "init", "--out", tmp_path / "trust.json", "--key", tmp_path / "ops.pub",
+    (tmp_path / "data").mkdir()  # [signing] trust: the links are checked against it
+    kopir("trust", "init", "--out", tmp_path / "data/trust.json", "--key", tmp_path / "ops.pub",
           "--sign", tmp_path / "ops.key")  # fmt: skip
     link = kopir("sign", "link", URL, "--key", tmp_path / "ops.key").stdout.split()[-1]
 
@@ -27,7 +28,7 @@ def test_signed_link_by_sms_to_outbox_verifies(tmp_path: Path) -> None:
     outbox = read_outbox(tmp_path / "data/sms/outbox")
     text = "".join(str(r["text"]) for r in outbox)
     assert "7012345678" not in json.dumps(outbox)
-    check = kopir("verify", "sms", text, "--trust", tmp_path / "trust.json")
+    check = kopir("verify", "sms", text, "--trust", tmp_path / "data/trust.json")
     assert check.returncode == 0, check.stderr
 
     csv = tmp_path / "people.csv"

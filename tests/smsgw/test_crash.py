@@ -95,7 +95,7 @@ def signed_link(folder: Path) -> str:
             folder / "ops.pub",
             "--sign",
             folder / "ops.key",
-        ),  # fmt: skip
+        ),
         ("sign", "link", URL, "--key", folder / "ops.key"),
     ):
         done = run_kopir_process(*args)

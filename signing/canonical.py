@@ -23,16 +23,18 @@ def canonical_json(obj: Any) -> bytes:
     ).encode("utf-8")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` that refuses a key given twice."""
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise FormatError(f"duplicate key {key!r}")
+            raise FormatError(f"duplicate key {key[:40]!r}")
         result[key] = value
     return result
 
 
-def _no_constants(name: str) -> Any:
+def no_constants(name: str) -> Any:
+    """``json.loads``'s ``parse_constant`` that refuses ``NaN`` and ``Infinity``."""
     raise FormatError(f"{name} is not allowed")
 
 
@@ -40,7 +42,7 @@ def parse_canonical(data: bytes, what: str) -> dict[str, Any]:
     """Parse a canonical JSON object; anything else raises ``FormatError``."""
     try:
         text = data.decode("utf-8")
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        obj = json.loads(text, object_pairs_hook=no_duplicate_keys, parse_constant=no_constants)
     except UnicodeDecodeError as exc:
         raise FormatError(f"{what}: not UTF-8") from exc
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError

@@ -18,25 +18,13 @@ import json
 import re
 from typing import Any
 
+from signing.canonical import no_constants, no_duplicate_keys
 from signing.errors import FormatError
 
 MAX_DEPTH = 32
 """Arrays and objects nested deeper than this are refused (state files nest two levels)."""
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise FormatError(f"duplicate key {key[:40]!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise FormatError(f"{name} is not allowed")
 
 
 def _finite(text: str) -> float:
@@ -60,8 +48,8 @@ def loads(data: bytes) -> Any:
     try:
         obj = json.loads(
             text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
+            object_pairs_hook=no_duplicate_keys,
+            parse_constant=no_constants,
             parse_float=_finite,
         )
     except FormatError:

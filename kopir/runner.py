@@ -66,6 +66,7 @@ from kopir.web.auth import AuthError, resolve_token
 from proxylist import LinkBook
 from proxylist.errors import DistributionError
 from signing.fileio import write_atomic
+from smsgw.backend import Backend
 from smsgw.compose import LINK_TEMPLATE
 
 log = logging.getLogger("kopir.run")
@@ -154,8 +155,8 @@ def proxy_reply(
 class Job:
     """Everything ``kopir run`` starts, and the order it stops them in."""
 
-    def __init__(self, config: Config, setup: Setup) -> None:
-        self.config, self.setup = config, setup
+    def __init__(self, config: Config, setup: Setup, backend: Backend) -> None:
+        self.config, self.setup, self.backend = config, setup, backend
         self.stop = asyncio.Event()
         self.stack = contextlib.AsyncExitStack()
         self.tasks: list[asyncio.Task[object]] = []
@@ -231,10 +232,6 @@ class Job:
         seed_test_subscribers(config, store)
         queue = self.queue = smsgw.Queue(config.in_data(config.sms.queue))
         self.stack.callback(queue.close)
-        try:
-            self.backend = smsgw.make_backend(config.sms, config.data_dir)
-        except smsgw.BackendConfigError as exc:
-            raise ConfigError(f"{config.path}: {exc}") from None
         reply = proxy_reply(config, self.setup.key, store, self.keys)
         commands = smsgw.subscriber_commands(store, self.keys, reply)
         self.worker = smsgw.Worker(
@@ -289,16 +286,17 @@ def _daemon_logging() -> None:
         logger.setLevel(logging.INFO)
 
 
-def check_config(config: Config) -> None:
+def check_config(config: Config) -> Backend:
     """The checks each part of the job makes on its config when it starts, made before any
     part starts, so a mistake exits 2 with nothing listening, added or queued. ``config``
     has its relay secret (``with_relay_secret``). The bot's checks come first in
-    ``Job.start``; the web app's port and the relay's are known to be free only by trying."""
+    ``Job.start``; the web app's port and the relay's are known to be free only by trying.
+    Returns the SMS backend, built (not started) while checking its table."""
     relay_settings(config)
     publisher_relays(config)
     list_policy(config)
     try:
-        smsgw.make_backend(config.sms, config.data_dir)
+        backend = smsgw.make_backend(config.sms, config.data_dir)
     except smsgw.BackendConfigError as exc:
         raise ConfigError(f"{config.path}: {exc}") from None
     try:
@@ -306,15 +304,16 @@ def check_config(config: Config) -> None:
         resolve_token(config.web.token, os.environ)
     except (WebError, AuthError) as exc:
         raise ConfigError(f"{config.path}: {exc}") from None
+    return backend
 
 
 async def run(config: Config, once: bool = False) -> int:
     _daemon_logging()
     setup = prepare(config)
     config = with_relay_secret(config)
-    check_config(config)
+    backend = check_config(config)
     say(f"kopir run: data in {config.data_dir}, signing key {setup.key.hex_id}")
-    job = Job(config, setup)
+    job = Job(config, setup, backend)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, job.stop.set)

@@ -5,10 +5,10 @@ Theory of operation: each check is a small function returning a :class:`Check`: 
 about it. The config is checked first; if it does not load, that is the only result, because
 every other check reads it (and must never fall back to default addresses it was not given).
 Then the checks that only read the config and the file system run (relay, publisher, SMS
-backend and web settings, trust root, key file modes, listen ports), and finally the network
-checks (the clock against an HTTP ``Date`` header, the mask host, each DC) run concurrently,
-each bounded by ``[doctor] timeout``, so the doctor ends in a few seconds whatever the network
-does.
+backend, web and bot settings, trust root, key files: their modes, and each loaded as kopir
+loads it, listen ports), and finally the network checks (the clock against an HTTP ``Date``
+header, the mask host, each DC) run concurrently, each bounded by ``[doctor] timeout``, so the
+doctor ends in a few seconds whatever the network does.
 
 A listen port that cannot be bound because it is in use is traced to its process through
 ``/proc/net/tcp*`` and ``/proc/PID/fd`` (Linux). Held by a running kopir it is fine; held by
@@ -16,8 +16,9 @@ anything else it is a failure naming that process.
 
 The settings checks call the functions ``kopir run`` builds its parts with on startup
 (``relay_settings``, ``smsgw.make_backend``, ``StatusHistory`` and ``make_app`` for the web
-app), never a copy of their rules, so a config the doctor passes is not one ``kopir run``
-refuses. Those functions only build objects; nothing is started, opened or written.
+app, ``check_bot_settings`` for the bot), never a copy of their rules, so a config the doctor
+passes is not one ``kopir run`` refuses. Those functions only build objects; nothing is
+started, opened or written.
 """
 
 from __future__ import annotations
@@ -29,23 +30,29 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
+import proxylist
 import signing
 import smsgw
+from kopir.bot import BotError, check_bot_settings, resolve_secret
+from kopir.bot.app import LOOPBACK
 from kopir.config import Config, ConfigError, load_config
 from kopir.listcmd import publisher_relays
 from kopir.relaycmd import relay_settings, with_kept_secret
 from kopir.web import StatusError, StatusHistory, WebError, make_app
 from kopir.web.auth import resolve_token
+from proxylist import ProxylistError
 from relay import DEFAULT_DCS, parse_host_port
 from signing.canonical import parse_rfc3339
+from signing.minisign import parse_secret_key
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -73,7 +80,7 @@ async def diagnose(config_path: Path) -> list[Check]:
         return [_config_failure(config_path, exc)]
     checks = [ok("config", f"{config.path} loads")]
     checks += [check_relay(config), check_publisher(config), check_trust(config)]
-    checks += [check_sms(config), check_web(config)]
+    checks += [check_sms(config), check_web(config), check_bot(config)]
     checks += file_checks(config)
     checks += [check_port(key, text) for key, text in listen_addresses(config)]
     checks += shared_ports(listen_addresses(config))
@@ -204,22 +211,71 @@ def check_web(config: Config) -> Check:
     return ok(name, f"listen {config.web.listen}, operator pages {'on' if on else 'off'}")
 
 
+def check_bot(config: Config) -> Check:
+    """The bot's settings, checked as ``kopir run`` checks them before building it, and the
+    two mistakes that let it run but not as meant: no operators, and a token sent in clear."""
+    name, bot = "bot", config.bot
+    if not resolve_secret(bot.token, os.environ):
+        return ok(name, "off ([bot] token is empty or its variable is not set)")
+    try:
+        check_bot_settings(config, os.environ)
+    except BotError as exc:
+        reason = str(exc).removeprefix(f"{config.path}: ")
+        return Check(name, "fail", reason, "correct that key in [bot] (config.example.toml)")
+    url = urlsplit(bot.base_url)
+    if url.scheme != "https" and url.hostname not in LOOPBACK:
+        detail = f"[bot] base_url {bot.base_url} is not https: the token would go out in clear"
+        return Check(
+            name, "warn", detail, 'use "https://api.telegram.org/bot" or a loopback Bot API server'
+        )
+    if not bot.admins:
+        detail = "[bot] admins is empty: nobody can use /status, /relays, /publish or /broadcast"
+        return Check(name, "warn", detail, "add your Telegram user id to [bot] admins")
+    return ok(name, f"{bot.mode}, {len(bot.admins)} operator(s)")
+
+
 # -- files -------------------------------------------------------------------------------
 
 
-def secret_files(config: Config) -> list[tuple[str, Path]]:
+def secret_files(config: Config) -> list[tuple[str, Path, Callable[[Path], str]]]:
+    """(name, path, reader) of each secret file ``kopir run`` reads; the reader loads it as
+    kopir does and returns a note for the report, or raises what kopir's loader raises."""
     log_key = config.log.key or config.log.dir / "log.key"
     return [
-        ("signing key", config.in_data(config.signing.key)),
-        ("log key", config.in_data(log_key)),
-        ("distribution secret", config.in_data(config.distribution.secret)),
-        ("subscriber key", config.in_data(config.subscribers.key)),
+        ("signing key", config.in_data(config.signing.key), read_minisign_key),
+        ("log key", config.in_data(log_key), read_minisign_key),
+        ("distribution secret", config.in_data(config.distribution.secret), read_distribution),
+        ("subscriber key", config.in_data(config.subscribers.key), read_subscriber_key),
     ]
+
+
+def read_minisign_key(path: Path) -> str:
+    """A minisign secret key: decrypted (with ``KOPIR_KEY_PASSPHRASE`` when it is encrypted
+    and that is set) and matched against the public key beside it."""
+    parsed = parse_secret_key(path.read_text(encoding="ascii"))
+    passphrase = os.environ.get(signing.PASSPHRASE_ENV)
+    if parsed.encrypted and not passphrase:
+        return f", encrypted: kopir run needs ${signing.PASSPHRASE_ENV} or a terminal"
+    key = parsed.decrypt(passphrase.encode("utf-8") if passphrase else None)
+    public = path.with_suffix(".pub")
+    if public.exists() and signing.load_public_key(public).key_id != key.key_id:
+        raise signing.KeyFileError(f"it is key {key.hex_id}, but {public.name} is another key")
+    return f", key {key.hex_id}" + (", encrypted" if parsed.encrypted else "")
+
+
+def read_distribution(path: Path) -> str:
+    proxylist.load_secret(path)
+    return ""
+
+
+def read_subscriber_key(path: Path) -> str:
+    smsgw.load_key_file(path)
+    return ""
 
 
 def file_checks(config: Config) -> list[Check]:
     checks = [check_data_dir(config.data_dir)]
-    checks += [check_secret_file(what, path) for what, path in secret_files(config)]
+    checks += [check_secret_file(*entry) for entry in secret_files(config)]
     mode = stat.S_IMODE(config.path.stat().st_mode)
     if mode & 0o077 and config.relay.secrets:
         checks.append(
@@ -247,7 +303,7 @@ def check_data_dir(path: Path) -> Check:
     return ok(name, f"{path} (mode {mode:04o})")
 
 
-def check_secret_file(what: str, path: Path) -> Check:
+def check_secret_file(what: str, path: Path, read: Callable[[Path], str]) -> Check:
     if not path.exists():
         return Check(what, "warn", f"{path} does not exist yet", "run kopir init to make it")
     info = path.stat()
@@ -257,7 +313,18 @@ def check_secret_file(what: str, path: Path) -> Check:
     if mode & 0o077:
         detail = f"{path} is mode {mode:04o}: other users can read it"
         return Check(what, "fail", detail, f"chmod 600 {path}")
-    return ok(what, f"{path} (mode {mode:04o})")
+    try:
+        note = read(path)
+    except (
+        OSError,
+        UnicodeDecodeError,
+        signing.SigningError,
+        smsgw.SmsError,
+        ProxylistError,
+    ) as exc:
+        detail = f"{path} cannot be used as the {what}: {exc}"
+        return Check(what, "fail", detail, "restore it from a backup")
+    return ok(what, f"{path} (mode {mode:04o}{note})")
 
 
 # -- listen ports ------------------------------------------------------------------------
@@ -270,6 +337,8 @@ def listen_addresses(config: Config) -> list[tuple[str, str]]:
         found.append(("[relay] metrics_listen", config.relay.metrics_listen))
     if config.web.listen:
         found.append(("[web] listen", config.web.listen))
+    if config.bot.mode == "webhook" and resolve_secret(config.bot.token, os.environ):
+        found.append(("[bot] webhook_listen", config.bot.webhook_listen))
     return found
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from kopir.bot.app import BotError, TelegramBot, resolve_secret
+from kopir.bot.app import BotError, TelegramBot, check_bot_settings, resolve_secret
 from kopir.bot.console import Sources
 from kopir.bot.logic import BotLogic
 from kopir.bot.replies import Incoming, Reply
@@ -45,6 +45,7 @@ __all__ = [
     "Reply",
     "Sources",
     "TelegramBot",
+    "check_bot_settings",
     "make_bot",
     "resolve_secret",
 ]

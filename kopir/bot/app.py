@@ -106,13 +106,10 @@ class TelegramBot:
         self, config: Config, logic: BotLogic, environ: Mapping[str, str] | None = None
     ) -> None:
         environ = os.environ if environ is None else environ
+        check_bot_settings(config, environ)
         self.config, self.logic = config, logic
         self.token = resolve_secret(config.bot.token, environ)
-        if not self.token:
-            raise BotError(f"{config.path}: [bot] token is empty or its variable is not set")
         self.secret = resolve_secret(config.bot.webhook_secret, environ)
-        if config.bot.mode == "webhook":
-            _check_webhook(config, self.secret)
         for noisy in ("httpx", "httpcore", "telegram", "apscheduler"):
             logger = logging.getLogger(noisy)
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
@@ -425,6 +422,15 @@ def message_text(message: Message) -> str:
     return "\n".join([words, *hidden]) if hidden else words
 
 
+def check_bot_settings(config: Config, environ: Mapping[str, str]) -> None:
+    """What the bot needs of ``[bot]`` before it is built (a token, and in webhook mode an
+    https URL, a secret and a listen address); ``BotError`` naming the key otherwise."""
+    if not resolve_secret(config.bot.token, environ):
+        raise BotError(f"{config.path}: [bot] token is empty or its variable is not set")
+    if config.bot.mode == "webhook":
+        _check_webhook(config, resolve_secret(config.bot.webhook_secret, environ))
+
+
 def _check_webhook(config: Config, secret: str) -> None:
     bot = config.bot
     url = urlsplit(bot.webhook_url)
@@ -446,6 +452,7 @@ def _check_webhook(config: Config, secret: str) -> None:
 __all__ = [
     "BotError",
     "TelegramBot",
+    "check_bot_settings",
     "message_text",
     "read_update",
     "resolve_secret",

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import signing
 from kopir.config import load_config
 from kopir.doctor import Check, check_sms, check_web, diagnose, is_kopir
 from kopir.setup import initialize
@@ -166,6 +167,7 @@ def test_a_healthy_setup_passes(site: Site) -> None:
             "trust root",
             "sms backend",
             "web settings",
+            "bot",
             "data dir",
             "signing key",
             "log key",
@@ -198,6 +200,85 @@ def test_a_secret_key_readable_by_others_fails(site: Site, name: str) -> None:
     assert len(failed) == 1
     assert str(path) in failed[0].detail and "mode 0644" in failed[0].detail
     assert failed[0].fix == f"chmod 600 {path}"
+
+
+def _damage(path: Path, text: str) -> None:
+    path.write_text(text, encoding="ascii")
+    path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "text", "why"),
+    [
+        ("signing key", "keys/publisher.key", "untrusted comment: x\nnot base64\n", "base64"),
+        ("log key", "log/log.key", "", "secret key"),
+        ("distribution secret", "keys/distribution.key", "zz" * 32, "not hex"),
+        ("subscriber key", "keys/subscribers.key", "short", "not 32"),
+    ],
+)
+def test_a_damaged_secret_key_fails(site: Site, check: str, name: str, text: str, why: str) -> None:
+    path = site.data / name
+    _damage(path, text)
+    failed = [c for c in site.diagnose().values() if c.status == "fail"]
+    assert [c.name for c in failed] == [check]
+    assert failed[0].detail.startswith(f"{path} cannot be used as the {check}: ")
+    assert why in failed[0].detail
+    assert failed[0].fix == "restore it from a backup"
+
+
+def test_a_signing_key_that_is_not_its_public_key_fails(site: Site, tmp_path: Path) -> None:
+    _, other_path, other = signing.generate_key_pair(tmp_path, "other", None)
+    (site.data / "keys/publisher.key").write_bytes(other_path.read_bytes())
+    check = site.diagnose()["signing key"]
+    assert check.status == "fail"
+    assert f"it is key {other.hex_id}, but publisher.pub is another key" in check.detail
+
+
+def test_an_encrypted_signing_key_is_opened_with_the_passphrase_variable(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pub, secret, made = signing.generate_key_pair(tmp_path, "enc", b"correct horse")
+    (site.data / "keys/publisher.key").write_bytes(secret.read_bytes())
+    (site.data / "keys/publisher.pub").write_bytes(pub.read_bytes())
+    monkeypatch.delenv(signing.PASSPHRASE_ENV, raising=False)
+    check = site.diagnose()["signing key"]
+    assert check.status == "ok" and f"encrypted: kopir run needs ${signing.PASSPHRASE_ENV}" in (
+        check.detail
+    )
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, "correct horse")
+    check = site.diagnose()["signing key"]
+    assert check.status == "ok" and f"key {made.hex_id}, encrypted" in check.detail
+    monkeypatch.setenv(signing.PASSPHRASE_ENV, "wrong")
+    check = site.diagnose()["signing key"]
+    assert check.status == "fail" and "wrong passphrase" in check.detail
+
+
+def test_the_bot_is_checked_as_kopir_run_checks_it(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KOPIR_BOT_TOKEN", raising=False)
+    assert site.diagnose()["bot"].status == "ok"
+    monkeypatch.setenv("KOPIR_BOT_TOKEN", "123:abc")
+    site.set("bot", "base_url", "http://127.0.0.1:1/bot")
+    check = site.diagnose()["bot"]
+    assert (check.status, check.fix) == ("warn", "add your Telegram user id to [bot] admins")
+    site.set("bot", "admins", [42])
+    assert site.diagnose()["bot"].status == "ok"
+    site.set("bot", "base_url", "http://bot.example/bot")
+    check = site.diagnose()["bot"]
+    assert check.status == "warn" and "token would go out in clear" in check.detail
+    site.set("bot", "base_url", "https://bot.example/bot")
+    site.set("bot", "mode", "webhook")
+    site.set("bot", "webhook_url", "http://bot.example/hook")
+    check = site.diagnose()["bot"]
+    assert check.status == "fail" and "[bot] webhook_url must be an https:// URL" in check.detail
+    monkeypatch.setenv("KOPIR_BOT_WEBHOOK_SECRET", "s3cret")
+    site.set("bot", "webhook_url", "https://bot.example/hook")
+    held = site.listener()
+    site.set("bot", "webhook_listen", f"127.0.0.1:{held}")
+    checks = site.diagnose()
+    assert checks["bot"].status == "ok"
+    assert checks[f"port 127.0.0.1:{held}"].status == "fail"  # a webhook server listens there
 
 
 def test_the_cli_prints_the_fix_and_exits_1(site: Site) -> None:

@@ -35,6 +35,7 @@ import aiohttp
 
 from smsgw.backend import InboundHandler, OutgoingSms, ReceiptHandler, SendResult
 from smsgw.errors import SmsError
+from smsgw.scrub import scrub_numbers
 
 log = logging.getLogger("smsgw.http")
 
@@ -44,39 +45,16 @@ MAX_RETRY_AFTER = 3600.0
 BAD_CREDENTIALS = "bad credentials"
 PROVIDER_ID = re.compile(r"[0-9A-Za-z._:-]{1,128}")
 """What a provider's message id may look like; anything else is refused."""
-_SEP = "[\\s.\\-\u2010-\u2015]"
-"""One character between a number's digits: white space, a dot, a hyphen or dash."""
-_AREA = rf"\(\d{{1,5}}\){_SEP}?"
-_NUMBER = rf"\+?(?:{_AREA})?\d(?:{_SEP}?(?:{_AREA})?\d)*"
-"""Digits with single separators between them, and area codes in parentheses anywhere but at
-the end (``+7 (701) 234-56-78``, ``(555) 123-4567``, ``+49 (0)30 1234567``), so a status in
-parentheses after a number (``+77012345678 (21211)``) stays readable."""
-_DATE = (
-    r"(?<!\d)(?:\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
-    r"|(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\.\d{4})"
-    rf"(?:[T ]\d\d:\d\d(?::\d\d)?)?(?!{_SEP}?[\d(])"
-)
-"""An ISO (``2024-06-22``) or dotted (``22.06.2024``) date, with a time perhaps: kept."""
-_DIGITS = re.compile(f"(?P<date>{_DATE})|{_NUMBER}")
-MIN_DIGITS = 7
 
 
 class ProviderError(SmsError):
     """An HTTP provider backend configured or used wrongly (not started, bad URL or template)."""
 
 
-def _mask(match: re.Match[str]) -> str:
-    found = match.group()
-    if match.group("date") or sum(c.isdigit() for c in found) < MIN_DIGITS:
-        return found
-    return "[number]"
-
-
 def scrub(text: str) -> str:
-    """``text`` with every phone number in it (a run of 7 or more digits, perhaps with single
-    spaces, dots or dashes between them and area codes in parentheses) replaced by ``[number]``,
-    the whole of it; dates are kept. Cut to 300 characters."""
-    return _DIGITS.sub(_mask, text)[:300]
+    """``text`` with every phone number in it masked (``scrub_numbers``), cut to 300
+    characters: fit for a log line or an error."""
+    return scrub_numbers(text)[:300]
 
 
 def retry_after(header: str | None, default: float = RETRY_DELAY) -> float:

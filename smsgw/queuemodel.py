@@ -7,7 +7,7 @@ A queued message is one SMS segment to one recipient, moving through ``State`` a
 ``NewMessage`` is what a caller enqueues, checked on construction; ``Message`` and ``Attempt``
 are what the queue gives back. None of them holds a phone number: ``recipient_ref`` is the
 subscriber's keyed hash and ``recipient_ct`` the encrypted number, and reprs show only the
-first ``REF_SHOWN`` characters of the ref. ``scrub_error`` masks digit runs in providers' error
+first ``REF_SHOWN`` characters of the ref. ``scrub_error`` masks phone numbers in providers' error
 texts (some echo the destination number), and ``normalize_provider_id`` gives the one spelling
 of a provider's message id that is stored and matched.
 """
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from smsgw.errors import QueueError
+from smsgw.scrub import scrub_numbers
 
 __all__ = [
     "MAX_ERROR",
@@ -69,7 +70,6 @@ class Outcome(StrEnum):
 
 _HEX = re.compile(r"[0-9a-f]+")
 _PHONE_LIKE = re.compile(r"\+?[0-9 ()-]{7,20}")
-_DIGIT_RUN = re.compile(r"\+?[0-9][0-9 ().-]{5,}[0-9]")
 MAX_ERROR = 500
 
 
@@ -77,9 +77,10 @@ def scrub_error(error: str) -> str:
     """A provider's error text, fit to store and log.
 
     Providers echo the destination number in errors ("'To' +7701... is not valid"), so every
-    run of 7 or more digits is masked; the text is also cut to ``MAX_ERROR`` characters.
+    number in it is masked (``scrub_numbers``); the text is also cut to ``MAX_ERROR``
+    characters.
     """
-    return _DIGIT_RUN.sub("<digits>", error)[:MAX_ERROR]
+    return scrub_numbers(error)[:MAX_ERROR]
 
 
 def normalize_provider_id(provider_id: str) -> str:

@@ -451,7 +451,7 @@ def test_logs_show_only_the_start_of_the_reference(
 def test_numbers_in_provider_errors_are_masked(queue: Queue) -> None:
     mid = drive(queue, State.SENDING)
     queue.retry(mid, "The 'To' number +7 701 123-45-67 is not valid (21211)", NOW, 1)
-    masked = "The 'To' number <digits> is not valid (21211)"
+    masked = "The 'To' number [number] is not valid (21211)"
     assert queue.get(mid).last_error == masked
     assert queue.attempts(mid)[0].error == masked
     claim_one(queue, mid, NOW + 1)

@@ -12,11 +12,12 @@ import re
 
 _SEP = "[\\s.\\-\u2010-\u2015]"
 """One character between a number's digits: white space, a dot, a hyphen or dash."""
-_AREA = rf"\(\d{{1,5}}\){_SEP}?"
-_NUMBER = rf"\+?(?:{_AREA})?\d(?:{_SEP}?(?:{_AREA})?\d)*"
-"""Digits with single separators between them, and area codes in parentheses anywhere but at
-the end (``+7 (701) 234-56-78``, ``(555) 123-4567``, ``+49 (0)30 1234567``), so a status in
-parentheses after a number (``+77012345678 (21211)``) stays readable."""
+_AREA = rf"\(\d{{1,5}}\){_SEP}{{0,3}}"
+_NUMBER = rf"\+?(?:{_AREA})?\d(?:{_SEP}{{0,3}}(?:{_AREA})?\d)*"
+"""Digits with up to three separators between them (``+7 - 701``), and area codes in
+parentheses anywhere but at the end (``+7 (701) 234-56-78``, ``(555) 123-4567``,
+``+49 (0)30 1234567``), so a status in parentheses after a number (``+77012345678 (21211)``)
+stays readable."""
 _DATE = (
     r"(?<!\d)(?:\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
     r"|(?:0[1-9]|[12]\d|3[01])\.(?:0[1-9]|1[0-2])\.\d{4})"
@@ -35,7 +36,7 @@ def _mask(match: re.Match[str]) -> str:
 
 
 def scrub_numbers(text: str) -> str:
-    """``text`` with every phone number in it (a run of 7 or more digits, perhaps with single
-    spaces, dots or dashes between them and area codes in parentheses) replaced by ``[number]``,
-    the whole of it; dates are kept."""
+    """``text`` with every phone number in it (a run of 7 or more digits, perhaps with up to
+    three spaces, dots or dashes between them and area codes in parentheses) replaced by
+    ``[number]``, the whole of it; dates are kept."""
     return _DIGITS.sub(_mask, text)

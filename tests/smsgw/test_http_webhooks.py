@@ -469,6 +469,8 @@ SPELLINGS = [
     "(701) 234-5678",
     "+7 (7012) 34–56–78",
     "77012345678",
+    "701  234  5678",
+    "+7 - 701 - 234 - 56 - 78",
 ]
 
 
@@ -495,7 +497,7 @@ def test_scrub_keeps_codes_statuses_and_dates() -> None:
     assert len(scrub("x" * 1000)) == 300
 
 
-separators = st.sampled_from(["", " ", "-", ".", "\u2013", "\u00a0"])
+separators = st.sampled_from(["", " ", "-", ".", "\u2013", "\u00a0", "  ", " - ", ". "])
 
 
 @st.composite

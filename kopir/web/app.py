@@ -21,7 +21,10 @@ no token configured they answer 403. A poster batch not named in ``[web] poster_
 an operator route too: each batch reveals its own relays, so strangers must not try names.
 Only the operator may choose a poster's ``count`` and ``pool`` (``&count=N&pool=new``):
 ``count`` is how many relays the distribution ring hands the batch, so a stranger who could
-ask for 60 links, then for the other pool, would get every relay of the fleet.
+ask for 60 links, then for the other pool, would get every relay of the fleet. A stranger's
+poster is made once and served again (``kopir.web.postercache``: until the list changes or
+half the link expiry has passed), so asking in a loop signs nothing and writes nothing; the
+operator's is made anew each time.
 
 Every response carries the security headers (:func:`security_headers`): a CSP of
 ``default-src 'none'`` that allows only this site's stylesheet, plus SHA-256 hashes of the
@@ -53,6 +56,7 @@ import signing
 from kopir.config import Config, ConfigError
 from kopir.output import CommandFailed
 from kopir.web import auth, charts, pages, public, statuspage
+from kopir.web.postercache import PosterCache, list_digest
 from kopir.web.status import StatusHistory
 from proxylist import ProxylistError, poster
 from smsgw.webhooks import ServerLog
@@ -63,6 +67,8 @@ COOKIE = "kopir_session"
 MAX_BODY = 16 * 1024
 MAX_POSTER_LINKS = 60
 POSTER_LINKS = 6
+POSTER_MAX_AGE = 300
+"""Seconds a browser or proxy may keep a public poster: short, so a new list shows soon."""
 POOLS = ("established", "new")
 _PORT = re.compile(r"[0-9]{1,5}")
 BATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -98,6 +104,15 @@ class Refused(Exception):
         self.headers = dict(headers or {})
         self.login = login
         """Answer with the login form (a browser that is not logged in)."""
+
+
+@dataclass(frozen=True)
+class PublicPoster:
+    """A public poster's response, ready to send again as it is."""
+
+    body: bytes
+    policy: str
+    """Its Content-Security-Policy (with the hashes of its inline blocks)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,9 @@ class Site:
         self.limiter = auth.LoginLimiter()
         self.secure_cookie = config.web.public_url.startswith("https://")
         self._key = sources.key
+        expiry = config.signing.link_expiry
+        self.posters: PosterCache[PublicPoster] = PosterCache(config.web.poster_batches, expiry / 2)
+        self.poster_max_age = min(POSTER_MAX_AGE, int(expiry / 2))
 
     def now(self) -> float:
         return self.sources.clock()
@@ -400,12 +418,37 @@ class Site:
                 "only the operator may choose count and pool; a public poster has "
                 f"{POSTER_LINKS} links from the {POOLS[0]} pool (/poster?batch={batch})",
             )
-        page = await self._poster_page(batch, links, pool, operator)
+        if not operator:
+            return await self._public_poster(batch)
+        page = await self._poster_page(batch, links, pool, operator, self.now())
         return html(page, inline=True)
 
-    async def _poster_page(self, batch: str, links: int, pool: str, operator: bool) -> str:
+    async def _public_poster(self, batch: str) -> web.StreamResponse:
+        """The kept default poster of a public batch (made again as ``postercache`` says)."""
+
+        async def make(now: float) -> PublicPoster:
+            page = await self._poster_page(batch, POSTER_LINKS, POOLS[0], False, now)
+            return PublicPoster(page.encode("utf-8"), csp(inline_hashes(page)))
+
+        async def listed() -> str | None:
+            try:
+                return await asyncio.to_thread(list_digest, self.data.lists.path)
+            except OSError as exc:
+                log.warning("poster %s: cannot read the list: %s", batch, exc)
+                why = "no poster can be made here now (the operator's log says why)"
+                raise Refused(503, why) from None
+
+        kept = await self.posters.page(batch, self.now(), listed, make)
+        response = web.Response(body=kept.body, content_type="text/html", charset="utf-8")
+        response.headers["Content-Security-Policy"] = kept.policy
+        response.headers["Cache-Control"] = f"public, max-age={self.poster_max_age}"
+        return response
+
+    async def _poster_page(
+        self, batch: str, links: int, pool: str, operator: bool, now: float
+    ) -> str:
         key = await self._signing_key()
-        expires = self.now() + self.config.signing.link_expiry
+        expires = now + self.config.signing.link_expiry
 
         def work() -> str:
             from kopir.qrcmd import poster_links

@@ -540,11 +540,14 @@ def _prepare(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _is_foreign(db: sqlite3.Connection) -> bool:
-    """Neither an empty file nor a record of this schema version."""
-    app, version = (
-        db.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version")
-    )
-    tables = db.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    """Neither an empty file nor a record of this schema version. One statement reads all
+    three, so one snapshot: another process may be creating the tables right now, and reads
+    in turn could see its tables but not yet its application_id."""
+    app, version, tables = db.execute(
+        "SELECT (SELECT application_id FROM pragma_application_id),"
+        " (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_schema)"
+    ).fetchone()
     return (app, version) != (_APPLICATION_ID, _SCHEMA_VERSION) and bool(app or tables)
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import stat
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -518,3 +519,29 @@ def test_secret_file_parser_never_accepts_garbage(tmp_path, text):
     assert len(secret) >= 16
     assert re.fullmatch("[0-9a-fA-F]+", text.strip(" \t\r\n"))
     assert secret == bytes.fromhex(text.strip())
+
+
+def test_many_first_opens_at_once_all_get_the_one_new_record(tmp_path):
+    """Threads opening a record nobody has made yet: each sees an empty file or a whole record,
+    never the half-made one that once read as "not a kopir distribution record"."""
+    barrier = threading.Barrier(16)
+    errors: list[BaseException] = []
+
+    def open_and_assign(number: int) -> None:
+        barrier.wait()
+        try:
+            with Distributor(tmp_path / "d.db", SECRET, {"new": RELAYS}) as dist:
+                dist.assign(f"poster:{number}", "new", T0)
+        except BaseException as exc:  # noqa: BLE001 - collected and shown below
+            errors.append(exc)
+
+    for _ in range(5):  # a fresh file each time: the race is in its creation
+        (tmp_path / "d.db").unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            (tmp_path / f"d.db{suffix}").unlink(missing_ok=True)
+        threads = [threading.Thread(target=open_and_assign, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors[:3]

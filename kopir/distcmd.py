@@ -36,6 +36,14 @@ def healthy_relays(config: Config) -> list[Relay]:
     return [r for r in publisher_relays(config) if (r.server, r.secret_hex) in listed]
 
 
+def link_book(config: Config, key: signing.SecretKey) -> LinkBook:
+    """A book that signs links for every configured relay, not only the healthy ones: the
+    rate limit may give a recipient their previous set again, with a relay in it that has
+    since left the list (``proxylist.distribute``), and that set is what they get."""
+    expiry, scheme = config.signing.link_expiry, config.signing.link_scheme
+    return LinkBook(key, publisher_relays(config), expiry, scheme)
+
+
 def pools_of(config: Config, relays: list[Relay]) -> dict[str, list[str]]:
     tag = config.distribution.new_pool_tag
     return {
@@ -85,7 +93,7 @@ def list_assign(args: argparse.Namespace) -> int:
     relays = healthy_relays(config)
     key_path = Path(args.key) if args.key else config.in_data(config.signing.key)
     key = signing.load_secret_key(key_path)
-    book = LinkBook(key, relays, config.signing.link_expiry, config.signing.link_scheme)
+    book = link_book(config, key)
     now = time.time()
     with open_distributor(config, relays) as record:
         given = record.assign_many(ids, args.pool, now)
@@ -97,7 +105,7 @@ def list_assign(args: argparse.Namespace) -> int:
             "epoch": a.epoch,
             "relays": list(a.relays),
             "limited": a.limited,
-            "links": list(book.links(a.relays, now)),
+            "links": list(book.links(book.signable(a.relays), now)),
         }
         for rid, a in zip(ids, given, strict=True)
     ]
@@ -156,4 +164,4 @@ def add_actions(actions: Any, common: Any) -> None:
     exposed.set_defaults(func=list_exposed)
 
 
-__all__ = ["add_actions", "healthy_relays", "open_distributor"]
+__all__ = ["add_actions", "healthy_relays", "link_book", "open_distributor"]

@@ -31,10 +31,10 @@ from pathlib import Path
 import signing
 import smsgw
 from kopir.config import Config
-from kopir.distcmd import healthy_relays, open_distributor
+from kopir.distcmd import healthy_relays, link_book, open_distributor
 from kopir.listcmd import list_policy, publisher_relays
 from kopir.smscmd import subscriber_store
-from proxylist import LinkBook, ListStore, ProbeResult, Published, epoch_of, probe_relays, publish
+from proxylist import ListStore, ProbeResult, Published, epoch_of, probe_relays, publish
 from proxylist.errors import BuildError, DistributionError
 from signing import strictjson
 from signing.fileio import read_bytes, write_atomic
@@ -139,7 +139,7 @@ class Publisher:
         assert self.key is not None
         config = self.config
         relays = healthy_relays(config)
-        book = LinkBook(self.key, relays, config.signing.link_expiry, config.signing.link_scheme)
+        book = link_book(config, self.key)
         expires = now + config.signing.link_expiry
         with (
             subscriber_store(config, self.number_key) as store,
@@ -156,7 +156,7 @@ class Publisher:
                                 len(members), pool, exc)  # fmt: skip
                     continue
                 for member, assignment in zip(members, given, strict=True):
-                    for i, link in enumerate(book.links(assignment.relays, now), 1):
+                    for i, link in enumerate(book.links(book.signable(assignment.relays), now), 1):
                         campaign = f"list-v{version}-e{epoch}-{i}"
                         if link not in messages:  # one relay's link goes to many people
                             messages[link] = link_message(link)

@@ -23,6 +23,7 @@ from typing import Any
 import signing
 from kopir.config import Config, load_config
 from kopir.distcmd import healthy_relays, open_distributor
+from kopir.listcmd import publisher_relays
 from kopir.output import EXIT_USAGE, CommandFailed, emit, warn
 from kopir.relaycmd import relay_settings, secret_links
 from proxylist import ListStore, poster, qr
@@ -116,10 +117,13 @@ def batch_links(config: Config, batch: str, count: int, pool: str) -> list[str]:
     relays = healthy_relays(config)
     with open_distributor(config, relays, k=count) as record:
         given = record.assign(f"poster:{batch}", pool, time.time())
-    chosen = {r.name: r for r in relays}
+    # The rate limit may give the batch its previous set, with a relay that has since left
+    # the list: configured relays are all known here, so only one gone from the config drops.
+    known = {r.name: r for r in publisher_relays(config)}
     return [
-        Link("proxy", chosen[n].server, chosen[n].port, chosen[n].secret_hex).url("tg")
+        Link("proxy", known[n].server, known[n].port, known[n].secret_hex).url("tg")
         for n in given.relays
+        if n in known
     ]
 
 

@@ -38,7 +38,7 @@ import smsgw
 from kopir.bot import BotError, TelegramBot, make_bot
 from kopir.bot import Sources as BotSources
 from kopir.config import Config, ConfigError
-from kopir.distcmd import healthy_relays, open_distributor
+from kopir.distcmd import healthy_relays, link_book, open_distributor
 from kopir.listcmd import list_policy, publisher_relays
 from kopir.output import CommandFailed
 from kopir.publisher import Publisher, RoundReport
@@ -63,7 +63,6 @@ from kopir.web import (
     serve_web,
 )
 from kopir.web.auth import AuthError, resolve_token
-from proxylist import LinkBook
 from proxylist.errors import DistributionError
 from signing.fileio import write_atomic
 from smsgw.backend import Backend
@@ -143,8 +142,12 @@ def proxy_reply(
         except (DistributionError, CommandFailed) as exc:
             log.warning("no relay for a PROXY request (pool %s): %s", pool, exc)
             return None
-        book = LinkBook(key, relays, config.signing.link_expiry, config.signing.link_scheme)
-        return LINK_TEMPLATE.format(link=book.link(given.relays[0], now))
+        book = link_book(config, key)
+        names = book.signable(given.relays)
+        if not names:
+            log.warning("no relay for a PROXY request (pool %s): its set has left the config", pool)
+            return None
+        return LINK_TEMPLATE.format(link=book.link(names[0], now))
 
     return reply
 

@@ -55,6 +55,11 @@ class LinkBook:
         """:meth:`link` for each name, in order (one recipient's set)."""
         return tuple(self.link(name, now) for name in names)
 
+    def signable(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Those of ``names`` this book has a relay for, in order. A set handed out again
+        under the rate limit may name a relay that has since left the config."""
+        return tuple(name for name in names if name in self.relays)
+
     def forget_before(self, now: float) -> None:
         """Drop links whose expiry hour is already past, so the book stays small."""
         current = format_exp(now)

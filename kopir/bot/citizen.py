@@ -26,11 +26,11 @@ from kopir.bot.replies import Photo, Reply, explain_links
 from kopir.bot.store import BotStore
 from kopir.bot.texts import Language, text
 from kopir.config import Config
-from kopir.distcmd import healthy_relays, open_distributor
+from kopir.distcmd import healthy_relays, link_book, open_distributor
 from kopir.listcmd import publisher_relays
 from kopir.output import CommandFailed
 from kopir.signcmd import find_links, load_trust
-from proxylist import Distributor, LinkBook, load_secret, qr
+from proxylist import Distributor, load_secret, qr
 from proxylist.errors import ProxylistError
 
 log = logging.getLogger("kopir.bot")
@@ -79,8 +79,10 @@ class Citizen:
         pool = pool_for(user, config.bot.new_account_threshold)
         with open_distributor(config, relays) as record:
             given = record.assign(recipient(user), pool, now)
-        book = LinkBook(self.key, relays, config.signing.link_expiry, config.signing.link_scheme)
-        links = book.links(given.relays, now)
+        book = link_book(config, self.key)
+        links = book.links(book.signable(given.relays), now)
+        if not links:
+            raise ProxylistError("the user's set has left the config")
         log.info("/proxy: cohort %s, pool %s, %d relays%s", given.cohort[:12], pool,
                  len(links), " (rate-limited)" if given.limited else "")  # fmt: skip
         return Handout(links, given.limited, now + config.signing.link_expiry)

@@ -35,13 +35,13 @@ import smsgw
 from kopir.bot.replies import Button, Reply, utc
 from kopir.bot.store import BotStore
 from kopir.config import Config
-from kopir.distcmd import healthy_relays, open_distributor
+from kopir.distcmd import healthy_relays, link_book, open_distributor
 from kopir.listcmd import publisher_relays
 from kopir.output import CommandFailed
 from kopir.publisher import RoundReport
 from kopir.smscmd import subscriber_store
 from kopir.web import StatusHistory
-from proxylist import Distributor, LinkBook, ListStore, load_secret, probe_relays
+from proxylist import Distributor, ListStore, load_secret, probe_relays
 from proxylist.errors import DistributionError, ProxylistError
 from smsgw.compose import link_message
 
@@ -191,9 +191,7 @@ class Console:
     def _queue_broadcast(self, nonce: str, now: float) -> tuple[int, int]:
         config = self.config
         relays = healthy_relays(config)
-        book = LinkBook(
-            self.sources.key, relays, config.signing.link_expiry, config.signing.link_scheme
-        )
+        book = link_book(config, self.sources.key)
         keys = smsgw.load_key_file(config.in_data(config.subscribers.key))
         rows: list[smsgw.NewMessage] = []
         people = 0
@@ -205,7 +203,10 @@ class Console:
                 except DistributionError:
                     continue
                 for member, assignment in zip(members, given, strict=True):
-                    link = book.link(assignment.relays[0], now)
+                    names = book.signable(assignment.relays)
+                    if not names:
+                        continue
+                    link = book.link(names[0], now)
                     message = link_message(link)
                     rows += smsgw.new_messages(
                         keys, member.number, f"bot-{nonce}", message, expires

@@ -3,6 +3,7 @@ real relay process on loopback."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import signing
+from kopir.config import load_config
+from kopir.listcmd import publisher_relays
 from tests.cli import kopir
 from tests.kopir.test_cli_list import cli, relay_config, relay_process
 from tests.relay.fakedc import FakeDC
@@ -75,6 +78,29 @@ async def test_assign_gives_signed_links_and_exposed_names_cohorts(tmp_path: Pat
         people = {g["cohort"] for g in given[:-1] if name in g["relays"]}
         assert people < cohorts and len(cohorts - people) == 1  # plus the poster batch
     assert kopir("list", "exposed", "gone", "-c", config, "--json").returncode == 0
+
+    # A relay leaves the list (burned, down): within [distribution] interval the rate limit
+    # gives a recipient their previous set again, the gone relay in it, and links are signed
+    # for it all the same (this crashed with "no relay named ..." before).
+    listed = tmp_path / "data" / "lists" / "list.json"
+    document = signing.parse_list(listed.read_bytes())
+    gone = next(r for r in publisher_relays(load_config(config)) if r.name in given[0]["relays"])
+    kept = [
+        p for p in document.proxies if (p["server"], p["secret"]) != (gone.server, gone.secret_hex)
+    ]
+    assert len(kept) == len(document.proxies) - 1
+    listed.write_bytes(dataclasses.replace(document, proxies=tuple(kept)).encode())
+    again = kopir("list", "assign", PHONE, "-c", config, *key, "--json")
+    assert again.returncode == 0, again.stderr
+    repeat = json.loads(again.stdout)["assignments"][0]
+    assert repeat["relays"] == given[0]["relays"] and repeat["limited"] is True
+    assert len(repeat["links"]) == 2
+    for link in repeat["links"]:
+        assert signing.verify_link(link, trust, time.time()).port == port
+    poster = kopir("poster", "-c", config, "--out", tmp_path / "p2.html", "--batch", "b1",
+                   "--count", "3", *key, "--json")  # fmt: skip
+    assert poster.returncode == 0, poster.stderr
+    assert sorted(json.loads(poster.stdout)["links"]) == sorted(printed)
 
 
 def test_assign_and_exposed_refuse_bad_input_in_one_line(tmp_path: Path) -> None:

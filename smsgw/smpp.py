@@ -18,18 +18,24 @@ We do what smpplib leaves out:
 - a throughput limit: a token bucket (``TokenBucket``, sans-IO, time passed in);
 - enquire_link when the SMSC has been silent for ``enquire_link`` seconds (smpplib only sends
   one when a read times out, and we never block in a read);
-- our own PDU dispatch over ``Client.read_pdu``: smpplib's ``read_once`` leaves an SMSC's
-  ``unbind`` unanswered, and raises on error statuses. We answer ``deliver_sm`` (status 0,
-  always, even for text we cannot read, or the SMSC would redeliver it forever),
-  ``enquire_link`` and ``unbind``, and ``generic_nack`` any other request;
-- our own ``read_pdu`` (``_Client``): a ``command_length`` outside 16 to 64 KiB is refused
-  before anything is buffered (smpplib would read up to 4 GiB), and whatever smpplib's parser
-  raises on a malformed PDU (``struct.error``, ``KeyError``, ...) becomes ``_MalformedPdu``.
-  Garbage from the SMSC, or a PDU we cannot handle, is a broken link like any other: one
-  warning, the link dropped, reconnected with backoff; it never ends the I/O thread;
-- reconnection with exponential backoff. Whatever was queued or in flight when the link drops
-  comes back as ``retry``: the backend never re-sends on its own, so the queue stays the one
-  place that decides (at-least-once, DESIGN.md §6 smsgw).
+- our own PDU dispatch: smpplib's ``read_once`` leaves an SMSC's ``unbind`` unanswered, and
+  raises on error statuses. We answer ``deliver_sm`` (status 0, always, even for text we cannot
+  read, or the SMSC would redeliver it forever), ``enquire_link`` and ``unbind``, and
+  ``generic_nack`` any other request;
+- our own reads (``_Client``): one ``recv`` of what is waiting per wake-up, into a buffer
+  whose PDUs are parsed once whole. Half a PDU and then silence never blocks the thread; if the
+  rest has not come within ``timeout`` the link is dropped. A ``command_length`` outside 16 to
+  64 KiB is refused as soon as its 4 octets are in (smpplib would read up to 4 GiB), and whatever
+  smpplib's parser raises on a malformed PDU (``struct.error``, ``KeyError``, ...) becomes
+  ``_MalformedPdu``. Garbage from the SMSC, or a PDU we cannot handle, is a broken link like
+  any other: one warning, the link dropped, reconnected with backoff; it never ends the thread;
+- reconnection with exponential backoff, ``reconnect_min`` doubling up to ``reconnect_max``.
+  A good bind does not reset it (an SMSC that binds us and then breaks the link would have us
+  reconnect every ``reconnect_min``, which providers ban for); an answer to a request of ours
+  (``submit_sm_resp``, ``generic_nack``, ``enquire_link_resp``) does. An ``unbind`` from the
+  SMSC on such a proven link is reconnected after ``reconnect_min``. Whatever was queued or in
+  flight when the link drops comes back as ``retry``: the backend never re-sends on its own, so
+  the queue stays the one place that decides (at-least-once, DESIGN.md §6 smsgw).
 
 Submit statuses (SMPP 3.4 §5.1.3): 0 is ``accepted`` with the normalised message id; 0x58
 ESME_RTHROTTLED and 0x14 ESME_RMSGQFUL are ``retry`` after ``retry_delay``; anything else is
@@ -91,16 +97,42 @@ class _MalformedPdu(Exception):
 
 
 class _Client(smpplib.client.Client):  # type: ignore[misc]
-    """smpplib's client, reading PDUs our way (``_bind`` calls this ``read_pdu`` too)."""
+    """smpplib's client, reading our way: into a buffer, a PDU parsed once it is whole."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffer = bytearray()
+        """Read, not yet parsed: part of one PDU, plus at most one ``fill``."""
 
     def read_pdu(self) -> Any:
-        """The next PDU; ``_MalformedPdu`` for garbage, never smpplib's parser's own errors."""
-        head = self._recv_exact(4)
-        length = int.from_bytes(head, "big")
+        """The next PDU, blocking (``_bind``'s read), and reading nothing past its end."""
+        while (pdu := self.next_pdu()) is None:
+            have = len(self.buffer)
+            self.fill(4 - have if have < 4 else int.from_bytes(self.buffer[:4], "big") - have)
+        return pdu
+
+    def fill(self, size: int = 65536) -> None:
+        """One recv: on a readable socket it never blocks; otherwise up to the timeout."""
+        data = self._socket.recv(size)
+        if not data:
+            raise smpplib.exceptions.ConnectionError("the SMSC closed the connection")
+        self.buffer += data
+
+    def next_pdu(self) -> Any:
+        """The buffer's first PDU once whole, else None; ``_MalformedPdu`` for garbage."""
+        if len(self.buffer) < 4:
+            return None
+        length = int.from_bytes(self.buffer[:4], "big")
         problem = command_length_problem(length)
-        if problem:  # checked before smpplib reads (and allocates) the rest
+        if problem:  # as soon as the 4 octets are in: smpplib would wait for up to 4 GiB
             raise _MalformedPdu(problem)
-        data = head + self._recv_exact(length - 4)
+        if len(self.buffer) < length:
+            return None
+        data = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> Any:
         try:
             pdu = smpplib.smpp.parse_pdu(
                 data, client=self, allow_unknown_opt_params=self.allow_unknown_opt_params
@@ -110,7 +142,7 @@ class _Client(smpplib.client.Client):  # type: ignore[misc]
         except Exception as exc:  # what the parser raises is not ours to list: all is garbage
             command = int.from_bytes(data[4:8], "big")
             raise _MalformedPdu(
-                f"command_id 0x{command:08X} of {length} octets does not parse"
+                f"command_id 0x{command:08X} of {len(data)} octets does not parse"
                 f" ({type(exc).__name__})"  # not str(exc): it may quote the PDU's fields
             ) from None
         if not pdu.is_error() and pdu.command in smpplib.consts.STATE_SETTERS:
@@ -150,8 +182,10 @@ class _Link:
         self.inflight: dict[int, _Flight] = {}
         self.bucket = TokenBucket(settings.throughput, clock())
         self.backoff = settings.reconnect_min
+        self.proven = False
+        """The SMSC has answered a request of ours on this link (``_proved``)."""
         self.next_connect = 0.0
-        self.heard_at = self.enquired_at = 0.0
+        self.heard_at = self.enquired_at = self.partial_at = 0.0
         self.stop: _Stop | None = None
         self.stop_at = 0.0
         self.unbound = self.closed = False
@@ -272,8 +306,7 @@ class _Link:
             self.next_connect = now + self.backoff
             self.backoff = min(self.s.reconnect_max, self.backoff * 2)
             return
-        self.backoff = self.s.reconnect_min
-        self.heard_at = self.clock()
+        self.heard_at = self.clock()  # the backoff stays until the link proves itself
 
     def _check_timers(self, now: float) -> None:
         oldest = min((f.sent_at for f in self.inflight.values()), default=now)
@@ -281,6 +314,8 @@ class _Link:
             self._drop(f"no submit_sm_resp in {self.s.timeout:g} s", now)
         elif self.enquired_at and now - self.enquired_at > self.s.timeout:
             self._drop(f"no enquire_link_resp in {self.s.timeout:g} s", now)
+        elif self.partial_at and now - self.partial_at > self.s.timeout:
+            self._drop(f"a PDU left unfinished for {self.s.timeout:g} s", now)
         elif not self.enquired_at and now - self.heard_at >= self.s.enquire_link:
             self.enquired_at = now  # reset by _drop if the write fails
             self._write("enquire_link", now)
@@ -327,6 +362,8 @@ class _Link:
                              self.heard_at + self.s.enquire_link)  # fmt: skip
         if self.inflight:
             deadlines.append(min(f.sent_at for f in self.inflight.values()) + self.s.timeout)
+        if self.partial_at:
+            deadlines.append(self.partial_at + self.s.timeout)
         if self.stop:
             deadlines.append(self.stop_at)
         return max(0.0, min(deadlines) - now)
@@ -346,26 +383,32 @@ class _Link:
                 _ack_now(self.client._socket)
 
     def _read_ready(self) -> None:
-        """Handle every PDU already waiting (a bounded number, so sends are not starved)."""
-        for _ in range(256):
-            if self.client is None or self.unbound or not _readable(self.client._socket):
-                return
-            self._read_one()
+        """One read (so sends are not starved), then every whole PDU it completed is handled.
 
-    def _read_one(self) -> None:
-        """Read and handle one PDU; anything wrong with it drops the link, nothing escapes."""
+        Anything wrong drops the link, nothing escapes. What is left of a PDU stays buffered:
+        if the rest has not come within ``timeout``, ``_check_timers`` drops the link.
+        """
+        now = self.clock()
         try:
-            pdu = self.client.read_pdu()
-        except _MalformedPdu as exc:
-            self._drop(f"malformed PDU from the SMSC: {exc}", self.clock())
+            self.client.fill()
+        except _LINK_ERRORS as exc:
+            self._drop(f"read failed ({exc!r})", now)
             return
-        except _READ_ERRORS as exc:
-            self._drop(f"read failed ({exc!r})", self.clock())
-            return
-        try:
-            self._on_pdu(pdu, self.clock())
-        except Exception as exc:  # a field we cannot use: the type only, as it may quote it
-            self._drop(f"cannot handle a {pdu.command} ({type(exc).__name__})", self.clock())
+        while self.client is not None and not self.unbound:
+            try:
+                pdu = self.client.next_pdu()
+            except _MalformedPdu as exc:
+                self._drop(f"malformed PDU from the SMSC: {exc}", now)
+                return
+            if pdu is None:
+                break
+            self.partial_at = 0.0
+            try:
+                self._on_pdu(pdu, now)
+            except Exception as exc:  # a field we cannot use: the type only, as it may quote it
+                self._drop(f"cannot handle a {pdu.command} ({type(exc).__name__})", now)
+        if self.client is not None and self.client.buffer:
+            self.partial_at = self.partial_at or now
 
     def _on_pdu(self, pdu: Any, now: float) -> None:
         self.heard_at = now
@@ -378,6 +421,7 @@ class _Link:
             self._write("enquire_link_resp", now, sequence=pdu.sequence)
         elif command == "enquire_link_resp":
             self.enquired_at = 0.0
+            self._proved()
         elif command == "unbind":
             self._write("unbind_resp", now, sequence=pdu.sequence)
             self._drop("the SMSC unbound", now, backoff=False)
@@ -393,6 +437,7 @@ class _Link:
         if flight is None:
             log.warning("%s for unknown sequence %d", pdu.command, pdu.sequence)
             return
+        self._proved()
         provider_id = _text(getattr(pdu, "message_id", None))
         status = pdu.status if pdu.status or pdu.command == "submit_sm_resp" else 0xFF
         result = submit_result(flight.sms.message_id, status, provider_id, self.s.retry_delay)
@@ -431,17 +476,27 @@ class _Link:
             return False
         return True
 
+    def _proved(self) -> None:
+        """The SMSC answered a request of ours: the link works, the backoff starts over."""
+        self.proven, self.backoff = True, self.s.reconnect_min
+
     def _drop(self, reason: str, now: float, *, backoff: bool = True) -> None:
-        """Close the link; everything queued or in flight goes back as retry."""
+        """Close the link; everything queued or in flight goes back as retry.
+
+        We wait ``self.backoff`` (reconnect_min if the link had proven itself), then double it,
+        unless ``backoff=False`` (a clean end, the SMSC unbound) ends a link that had proven
+        itself. A link that never did is a failed attempt, however it ends.
+        """
+        delay = self.backoff
+        if backoff or not self.proven:
+            self.backoff = min(self.s.reconnect_max, self.backoff * 2)
         if self.client is not None:
-            log.warning("SMPP link to %s:%s dropped: %s", self.s.host, self.s.port, reason)
+            log.warning("SMPP link to %s:%s dropped: %s; next attempt in %.1f s",
+                        self.s.host, self.s.port, reason, delay)  # fmt: skip
             with contextlib.suppress(*_LINK_ERRORS):
                 self.client.disconnect()
-        self.client, self.enquired_at = None, 0.0
-        delay = self.backoff if backoff else self.s.reconnect_min
+        self.client, self.proven, self.enquired_at, self.partial_at = None, False, 0.0, 0.0
         self.next_connect = now + delay
-        if not backoff:
-            self.backoff = self.s.reconnect_min
         self._retry_all([*self.inflight.values(), *self.pending], f"link dropped: {reason}", delay)
         self.inflight.clear()
         self.pending.clear()
@@ -477,10 +532,6 @@ class _Link:
             calls, self._outbox = self._outbox, []
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_run_all, calls)
-
-
-def _readable(sock: socket.socket) -> bool:
-    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _ack_now(sock: socket.socket) -> None:

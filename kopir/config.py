@@ -1,9 +1,10 @@
 """Configuration: TOML read with ``tomllib`` into typed, frozen dataclasses (DESIGN.md §8).
 
-Every section is a dataclass; a field's annotation says what the key must hold. The loader walks
-the TOML tables against those dataclasses, so an unknown key, a wrong type or a bad duration is
-reported as one line naming the file, the key and what was expected (``ConfigError``), and the
-CLI exits with code 2.
+Every section is a dataclass; a field's annotation says what the key must hold, and a number's
+``Range`` which values it may take (``port: Port``, ``window: Positive``). The loader walks the
+TOML tables against those dataclasses, so an unknown key, a wrong type, a number out of its range
+or a bad duration is reported as one line naming the file, the key and what was expected
+(``ConfigError``), and the CLI exits with code 2.
 
 Relative paths are resolved against the directory of the config file (``[data] dir``) or the
 data directory (everything else), so a config can be moved with its data.
@@ -18,7 +19,7 @@ import tomllib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(Exception):
@@ -44,6 +45,32 @@ class Duration(float):
         if seconds is None or seconds > cls.MAX_DAYS * 86400:
             raise ValueError(f"a duration is at most {cls.MAX_DAYS}d, got {_shorten(text)}")
         return cls(seconds)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key may hold: ``Annotated[int, Range(1, 65535)]``. The loader checks it,
+    for each item of a list too."""
+
+    low: int
+    high: int | None = None
+    """None: no upper bound but TOML's own (64-bit integers, finite floats)."""
+
+    def __contains__(self, value: float) -> bool:
+        return self.low <= value and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        return f"at least {self.low}" if self.high is None else f"from {self.low} to {self.high}"
+
+
+Port = Annotated[int, Range(1, 65535)]
+Positive = Annotated[int, Range(1)]
+"""A count, size or window: 0 would stop the work (nothing sent, every connection refused)."""
+NonNegative = Annotated[int, Range(0)]
+"""A count where 0 means none or no limit, as the key's docstring says."""
+UserId = Annotated[int, Range(1)]
+"""A Telegram user id (negative ids are groups and channels, never a person)."""
+HttpStatus = Annotated[int, Range(100, 599)]
 
 
 def _shorten(text: str, limit: int = 40) -> str:
@@ -101,10 +128,13 @@ class RelaySecretConfig:
 class RelayLimitsConfig:
     handshake_timeout: Duration = Duration(10)
     idle_timeout: Duration = Duration(300)
-    max_connections: int = 10_000
-    max_connections_per_secret: int = 0
+    max_connections: Positive = 10_000
+    max_connections_per_secret: NonNegative = 0
     """0 means no per-secret limit."""
-    replay_cache: int = 100_000
+    replay_cache: Annotated[int, Range(1, 10_000_000)] = 100_000
+    """Handshakes remembered to refuse replays. An entry costs about 160 bytes, so 10 million
+    take about 1.6 GB; anyone who knows a secret (a censor too) fills the cache, so a larger
+    one would let them grow the relay until it runs out of memory."""
     time_skew_past: Duration = Duration(600)
     """How far a fake-TLS client's clock may be behind."""
     time_skew_future: Duration = Duration(1200)
@@ -119,7 +149,7 @@ class RelayConfig:
     tls_domain: str = "example.com"
     mask_host: str = ""
     """Where failed clients are sent; empty means tls_domain."""
-    mask_port: int = 443
+    mask_port: Port = 443
     strict_sni: bool = False
     metrics_listen: str = "127.0.0.1:9464"
     """Prometheus metrics; empty turns them off."""
@@ -134,13 +164,13 @@ class RelayConfig:
 @dataclass(frozen=True)
 class SmppConfig:
     host: str = "127.0.0.1"
-    port: int = 2775
+    port: Port = 2775
     system_id: str = ""
     password: str = ""
     """The SMPP password, or "env:NAME" to read it from the environment."""
-    window: int = 10
+    window: Positive = 10
     """submit_sm PDUs in flight at once."""
-    throughput: float = 0.0
+    throughput: Annotated[float, Range(0)] = 0.0
     """Messages per second; 0 means unlimited."""
 
 
@@ -186,7 +216,7 @@ class AndroidConfig:
     """The app's password, or "env:NAME"."""
     webhook_key: str = ""
     """The app's webhook signing key ("env:NAME" allowed); empty turns its webhooks off."""
-    limit: int = 30
+    limit: Positive = 30
     """SMS per window before Android would ask the phone's user."""
     window: Duration = Duration(1800)
 
@@ -201,7 +231,7 @@ class HttpSmsConfig:
     body: str = ""
     """The body template, with the same placeholders."""
     body_type: Literal["json", "form"] = "json"
-    success: list[int] = field(default_factory=lambda: [200, 201, 202])
+    success: list[HttpStatus] = field(default_factory=lambda: [200, 201, 202])
     id_path: str = ""
     """Where the message id is in a JSON reply, e.g. "messages.0.id"; empty if none."""
 
@@ -213,7 +243,7 @@ class SmsConfig:
     """The durable SQLite queue; relative to the data dir."""
     outbox: Path = Path("sms/outbox")
     """Where the outbox backend writes messages; relative to the data dir."""
-    window: int = 50
+    window: Positive = 50
     """Messages the worker claims and hands to the backend at a time."""
     retry_delay: Duration = Duration(30)
     """Wait before retrying a throttled or failed-to-connect message."""
@@ -245,13 +275,14 @@ class PublisherRelayConfig:
     """A label unique among the relays (reports, distribution); never published."""
     server: str = ""
     """Host name or IP address clients dial, as it goes into the list."""
-    port: int = 0
+    port: Annotated[int, Range(0, 65535)] = 0
+    """The main port; 0 (unset) is reported as missing when the publisher reads the entry."""
     key: str = ""
     """The relay's 16-byte key in hex (32 characters), as in its ``[[relay.secrets]]``."""
     mode: Literal["ee", "dd", "classic"] = "ee"
     domain: str = ""
     """The fake-TLS domain; required for ``ee``, empty otherwise."""
-    alt_ports: list[int] = field(default_factory=list)
+    alt_ports: list[Port] = field(default_factory=list)
     """Other ports the relay listens on; the prober tries each."""
     tags: list[str] = field(default_factory=list)
 
@@ -267,7 +298,7 @@ class PublisherConfig:
     """A list this close to its expiry is re-issued even when nothing changed."""
     probe_interval: Duration = Duration(15 * 60)
     probe_timeout: Duration = Duration(10)
-    probe_concurrency: int = 50
+    probe_concurrency: Positive = 50
     local_relay: str = ""
     """Also list this config's own [relay] secrets under this host name; empty: do not."""
     relays: list[PublisherRelayConfig] = field(default_factory=list)
@@ -275,7 +306,7 @@ class PublisherConfig:
 
 @dataclass(frozen=True)
 class DistributionConfig:
-    k: int = 2
+    k: Positive = 2
     """Relays per recipient."""
     epoch: Duration = Duration(7 * 24 * 3600)
     interval: Duration = Duration(24 * 3600)
@@ -295,8 +326,9 @@ class WebConfig:
     operator routes (/status and /metrics answer 403)."""
     session: Duration = Duration(12 * 3600)
     """How long a login through the form lasts."""
-    history: int = 288
-    """Samples of each kind the status page keeps in memory for its charts."""
+    history: Annotated[int, Range(1, 100_000)] = 288
+    """Samples of each kind the status page keeps in memory for its charts; at most
+    ``kopir.web.status.MAX_LIMIT``, which bounds the memory and the work of drawing them."""
     public_url: str = ""
     """How people reach the site, e.g. "https://kopir.example"; https makes cookies Secure."""
     poster_batches: list[str] = field(default_factory=list)
@@ -307,9 +339,9 @@ class WebConfig:
 class BotConfig:
     token: str = "env:KOPIR_BOT_TOKEN"
     """The Bot API token from @BotFather, or "env:NAME"; empty or unset: no bot."""
-    admins: list[int] = field(default_factory=list)
+    admins: list[UserId] = field(default_factory=list)
     """Telegram user ids of the operators; only they see /status, /relays, /publish, ..."""
-    new_account_threshold: int = 0
+    new_account_threshold: NonNegative = 0
     """User ids above this count as accounts made in the crisis (pool "new"); 0: everyone."""
     base_url: str = "https://api.telegram.org/bot"
     """The Bot API address; the token is appended (tests use a fake server on loopback)."""
@@ -322,7 +354,7 @@ class BotConfig:
     """The public https URL Telegram posts updates to; required in webhook mode."""
     webhook_secret: str = "env:KOPIR_BOT_WEBHOOK_SECRET"
     """Checked against X-Telegram-Bot-Api-Secret-Token, or "env:NAME"; required for webhooks."""
-    flood_messages: int = 20
+    flood_messages: Positive = 20
     """Messages one user may send per flood_window; more are answered once, then dropped."""
     flood_window: Duration = Duration(60)
     language: Literal["kk", "ru", "en"] = "ru"
@@ -386,7 +418,7 @@ def load_config(path: Path) -> Config:
 
 
 def _build(cls: type[Any], table: dict[str, Any], path: Path, prefix: str) -> Any:
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     values: dict[str, Any] = {}
     for key, value in table.items():
@@ -419,6 +451,13 @@ def _convert(kind: Any, value: Any, path: Path, name: str) -> Any:
             raise ConfigError(f"{path}: {name} must be a table [{name}]")
         return _build(kind, value, path, f"{name}.")
     origin = get_origin(kind)
+    if origin is Annotated:
+        base, *marks = get_args(kind)
+        converted = _convert(base, value, path, name)
+        for bounds in marks:
+            if isinstance(bounds, Range) and converted not in bounds:
+                raise ConfigError(f"{path}: {_show(name)} must be {bounds}, got {value!r}")
+        return converted
     if origin is Literal:
         choices = get_args(kind)
         if value not in choices:

@@ -378,6 +378,10 @@ class DoctorConfig:
 @dataclass(frozen=True)
 class Config:
     path: Path = field(default=Path("config.toml"), metadata={"internal": True})
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+    """What a relative ``[data] dir`` is relative to: the config file's folder, or the working
+    directory (when loaded) for a config that is not a regular file (``-c /dev/null``,
+    ``-c <(...)``), which has no folder of its own."""
     data: DataConfig = field(default_factory=DataConfig)
     signing: SigningConfig = field(default_factory=SigningConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -392,7 +396,7 @@ class Config:
 
     @property
     def data_dir(self) -> Path:
-        return (self.path.parent / self.data.dir).resolve()
+        return (self.base_dir / self.data.dir).resolve()
 
     def in_data(self, path: Path) -> Path:
         return self.data_dir / path
@@ -414,7 +418,8 @@ def load_config(path: Path) -> Config:
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     config: Config = _build(Config, raw, path, "")
-    return dataclasses.replace(config, path=path.resolve())
+    base = path.resolve().parent if path.is_file() else Path.cwd()
+    return dataclasses.replace(config, path=path.resolve(), base_dir=base)
 
 
 def _build(cls: type[Any], table: dict[str, Any], path: Path, prefix: str) -> Any:

@@ -34,6 +34,22 @@ def test_defaults_when_empty(tmp_path: Path) -> None:
     assert config.in_data(config.signing.key) == tmp_path / "data/keys/publisher.key"
 
 
+def test_a_config_that_is_not_a_file_keeps_data_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-c /dev/null`` made /dev/data (keys and all): [data] dir was taken against /dev."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(Path("/dev/null")).data_dir == tmp_path / "data"
+    result = kopir("run", "-c", "/dev/null", "--once", cwd=tmp_path)
+    assert result.returncode == 2 and "no relays to probe" in result.stderr
+    assert (tmp_path / "data/keys/publisher.key").stat().st_mode & 0o777 == 0o600
+    moved = tmp_path / "moved.toml"
+    moved.write_text("")
+    config = load_config(moved)
+    moved.unlink()  # a file loaded once keeps its folder, even if it goes away later
+    assert config.data_dir == tmp_path / "data"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

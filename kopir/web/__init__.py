@@ -3,7 +3,6 @@ verifier, posters, and the operator's status page and metrics), and the status h
 runner feeds it. See ``kopir.web.app`` for the routes."""
 
 from kopir.web.app import (
-    Refused,
     WebError,
     WebSources,
     bound_port,
@@ -12,6 +11,7 @@ from kopir.web.app import (
     serve_web,
 )
 from kopir.web.auth import AuthError
+from kopir.web.guard import Refused
 from kopir.web.status import (
     BackendTotals,
     ListSample,

@@ -26,27 +26,23 @@ poster is made once and served again (``kopir.web.postercache``: until the list 
 half the link expiry has passed), so asking in a loop signs nothing and writes nothing; the
 operator's is made anew each time.
 
-Every response carries the security headers (:func:`security_headers`): a CSP of
-``default-src 'none'`` that allows only this site's stylesheet, plus SHA-256 hashes of the
-inline ``<style>``/``<script>`` blocks of the two self-contained pages we serve (the poster
-and the offline verifier); ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``, ``nosniff``
-and ``Referrer-Policy: no-referrer``. Bad input is answered 4xx with the reason in the body
-(plain text, or an HTML page for the pages people open in a browser); a bug is a logged 500
-that names nothing internal. There is no access log: the SMS webhooks the runner mounts here
-carry phone numbers in their query strings, and client addresses are not ours to keep.
+Every request passes through ``kopir.web.guard``: bad input is answered 4xx with the reason
+in the body (plain text, or an HTML page for the pages people open in a browser), a bug is a
+logged 500 that names nothing internal, and every response carries the security headers
+(a CSP of ``default-src 'none'`` and the rest; see there). There is no access log: the SMS
+webhooks the runner mounts here carry phone numbers in their query strings, and client
+addresses are not ours to keep.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +52,19 @@ import signing
 from kopir.config import Config, ConfigError
 from kopir.output import CommandFailed
 from kopir.web import auth, charts, pages, public, statuspage
+from kopir.web.guard import (
+    ASK,
+    MAX_BODY,
+    Refused,
+    csp,
+    form_field,
+    guard,
+    html,
+    inline_hashes,
+    on_prepare,
+    query,
+    same_origin,
+)
 from kopir.web.postercache import PosterCache, list_digest
 from kopir.web.status import StatusHistory
 from proxylist import ProxylistError, poster
@@ -64,7 +73,6 @@ from smsgw.webhooks import ServerLog
 log = logging.getLogger("kopir.web")
 
 COOKIE = "kopir_session"
-MAX_BODY = 16 * 1024
 MAX_POSTER_LINKS = 60
 POSTER_LINKS = 6
 POSTER_MAX_AGE = 300
@@ -72,38 +80,10 @@ POSTER_MAX_AGE = 300
 POOLS = ("established", "new")
 _PORT = re.compile(r"[0-9]{1,5}")
 BATCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-HTML_PATHS = ("/", "/verify", "/poster", "/status", "/login", "/logout")
-BASE_CSP = {
-    "default-src": "'none'",
-    "style-src": "'self'",
-    "img-src": "'self'",
-    "form-action": "'self'",
-    "frame-ancestors": "'none'",
-    "base-uri": "'none'",
-}
-_INLINE = re.compile(r"<(style|script)(?:\s[^>]*)?>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class WebError(Exception):
     """The ``[web]`` config cannot be used; the message names the key and the fix."""
-
-
-class Refused(Exception):
-    """A request is answered with ``status`` and ``reason`` (always 4xx or 503)."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        headers: Mapping[str, str] | None = None,
-        login: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-        self.headers = dict(headers or {})
-        self.login = login
-        """Answer with the login form (a browser that is not logged in)."""
 
 
 @dataclass(frozen=True)
@@ -152,45 +132,6 @@ def parse_listen(text: str) -> tuple[str, int]:
             f"in digits 0-9 (or 0: any free port), got {text!r}"
         )
     return host, int(port)
-
-
-def inline_hashes(html: str) -> dict[str, list[str]]:
-    """CSP source hashes of a page's inline ``<style>`` and ``<script>`` blocks, by directive."""
-    found: dict[str, list[str]] = {}
-    for tag, content in _INLINE.findall(html):
-        digest = base64.b64encode(hashlib.sha256(content.encode()).digest()).decode()
-        found.setdefault(f"{tag.lower()}-src", []).append(f"'sha256-{digest}'")
-    return found
-
-
-def csp(extra: Mapping[str, list[str]] | None = None) -> str:
-    policy = dict(BASE_CSP)
-    for directive, sources in (extra or {}).items():
-        base = policy.get(directive, "'none'").replace("'none'", "").strip()
-        policy[directive] = " ".join(filter(None, [base, *sorted(set(sources))]))
-    return "; ".join(f"{k} {v}" for k, v in policy.items())
-
-
-def security_headers(response: web.StreamResponse) -> None:
-    """Add the headers every response carries (a handler's own CSP and caching are kept)."""
-    response.headers.setdefault("Content-Security-Policy", csp())
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-    if response.status >= 400:
-        response.headers["Cache-Control"] = "no-store"
-    else:
-        response.headers.setdefault("Cache-Control", "no-cache")
-
-
-def html(body: str, status: int = 200, inline: bool = False) -> web.Response:
-    """An HTML response; ``inline`` allows the page's own inline blocks by hash."""
-    response = web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
-    if inline:
-        response.headers["Content-Security-Policy"] = csp(inline_hashes(body))
-    return response
 
 
 def file_response(found: public.File) -> web.Response:
@@ -246,11 +187,11 @@ class Site:
             if given is not None and auth.token_matches(given, self.token):
                 return
             self.limiter.failed(client, now)
-            raise Refused(401, "wrong token: send Authorization: Bearer <the [web] token>", _ASK)
+            raise Refused(401, "wrong token: send Authorization: Bearer <the [web] token>", ASK)
         session = request.cookies.get(COOKIE)
         if session and self.sessions.valid(session, now):
             return
-        raise Refused(401, "log in first, or send Authorization: Bearer <token>", _ASK, login=True)
+        raise Refused(401, "log in first, or send Authorization: Bearer <token>", ASK, login=True)
 
     def _check_limit(self, client: str, now: float) -> None:
         wait = self.limiter.wait(client, now)
@@ -287,10 +228,10 @@ class Site:
     async def login(self, request: web.Request) -> web.StreamResponse:
         if self.token is None:
             raise Refused(403, "operator pages are off: set [web] token (see config.example.toml)")
-        _same_origin(request)
+        same_origin(request)
         now, client = self.now(), self.client(request)
         self._check_limit(client, now)
-        given = await _form_field(request, "token")
+        given = await form_field(request, "token")
         if not auth.token_matches(given, self.token):
             self.limiter.failed(client, now)
             return html(pages.login("Wrong token. Try again."), status=401)
@@ -303,7 +244,7 @@ class Site:
         return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        _same_origin(request)
+        same_origin(request)
         session = request.cookies.get(COOKIE)
         if session:
             self.sessions.end(session)
@@ -368,7 +309,7 @@ class Site:
     async def _proof(
         self, request: web.Request, make: Callable[[signing.LogStore, Mapping[str, str]], Any]
     ) -> web.StreamResponse:
-        params = _query(request)
+        params = query(request)
 
         def work() -> public.File:
             return public.proof_body(make(self.data.log(), params), params)
@@ -394,7 +335,7 @@ class Site:
         return html(page, inline=True)
 
     async def poster(self, request: web.Request) -> web.StreamResponse:
-        params = _query(request)
+        params = query(request)
         public_batches = self.config.web.poster_batches
         batch = params.get("batch")
         if batch is None:
@@ -478,100 +419,6 @@ class Site:
         return self._key
 
 
-_ASK = {"WWW-Authenticate": 'Bearer realm="kopir operator"'}
-
-
-def _query(request: web.Request) -> dict[str, str]:
-    """The query string, each name at most once (a repeated name is ambiguous: 400)."""
-    query = request.query
-    if len(set(query.keys())) != len(query):
-        raise Refused(400, "a query parameter is given twice")
-    return dict(query)
-
-
-def _same_origin(request: web.Request) -> None:
-    """Refuse a form posted from another site. Browsers say where a request comes from in
-    ``Sec-Fetch-Site``; with our ``no-referrer`` policy their ``Origin`` is ``null``."""
-    site = request.headers.get("Sec-Fetch-Site")
-    origin = request.headers.get("Origin", "null")
-    foreign = origin != "null" and origin.partition("://")[2] != request.host
-    if site not in (None, "same-origin", "none") or foreign:
-        raise Refused(403, "a form from another site cannot log in or out here")
-
-
-async def _form_field(request: web.Request, name: str) -> str:
-    try:
-        form = await request.post()
-    except web.HTTPException:
-        raise  # 413: the body is too large
-    except Exception:  # the body is the client's: any way it fails to parse is its mistake
-        reason = "the form could not be read; send application/x-www-form-urlencoded UTF-8"
-        raise Refused(400, reason) from None
-    value = form.get(name)
-    if not isinstance(value, str) or not value:
-        raise Refused(400, f"the form needs a {name} field")
-    return value
-
-
-# -- errors -----------------------------------------------------------------------------------
-
-_REASONS = {
-    404: "no such page here; see / for what this site serves",
-    405: "this method is not allowed here",
-    413: f"the request body is too large (at most {MAX_BODY} bytes)",
-}
-
-
-def _refusal(request: web.Request, refused: Refused) -> web.Response:
-    """The error response: the reason as plain text, or as a page for browser routes."""
-    title = _phrase(refused.status)
-    if refused.login:
-        response = html(pages.login(refused.reason), status=refused.status)
-    elif request.path in HTML_PATHS:
-        response = html(pages.error(refused.status, title, refused.reason), status=refused.status)
-    else:
-        text = f"{refused.status} {title}: {refused.reason}\n"
-        response = web.Response(text=text, status=refused.status, content_type="text/plain")
-    response.headers.update(refused.headers)
-    return response
-
-
-def _phrase(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
-def _from_http(exc: web.HTTPException) -> Refused:
-    keep = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-    return Refused(exc.status, _REASONS.get(exc.status, exc.reason), keep)
-
-
-@web.middleware
-async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Refused as exc:
-        return _refusal(request, exc)
-    except public.BadRequest as exc:
-        return _refusal(request, Refused(400, str(exc)))
-    except public.NotPublished as exc:
-        return _refusal(request, Refused(404, str(exc)))
-    except web.HTTPException as exc:
-        return _refusal(request, _from_http(exc))
-    except Exception:
-        log.exception("web: %s %s failed", request.method, request.path)
-        text = "500 Internal Server Error: a bug in kopir; the operator's log has the details\n"
-        return web.Response(text=text, status=500, content_type="text/plain")
-
-
-async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    security_headers(response)
-
-
 # -- the app ----------------------------------------------------------------------------------
 
 
@@ -581,8 +428,8 @@ def make_app(
     """The web app for ``config``; ``WebError`` if ``[web]`` cannot be used."""
     parse_listen(config.web.listen)
     site = Site(config, history, sources or WebSources())
-    app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
-    app.on_response_prepare.append(_on_prepare)
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(on_prepare)
     get = app.router.add_get
     get("/", site.home)
     get("/style.css", site.stylesheet)

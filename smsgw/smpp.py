@@ -3,14 +3,15 @@
 Theory of operation
 -------------------
 smpplib is blocking and not thread-safe (PROTOCOLS.md "smpplib 2.2.4"), so one I/O thread owns
-the socket and the ``smpplib.client.Client``. The asyncio side never touches either: ``send``
-puts ``(OutgoingSms, future)`` pairs on a ``queue.Queue`` and wakes the thread through a
-socketpair; the thread resolves the futures, and schedules the receipt and inbound callbacks,
+the socket and the smpplib client (``smppread.Client``). The asyncio side never touches either:
+``send`` puts ``(OutgoingSms, future)`` pairs on a ``queue.Queue`` and wakes the thread through
+a socketpair; the thread resolves the futures, and schedules the receipt and inbound callbacks,
 with ``loop.call_soon_threadsafe``: one call per wake-up carrying everything since the last, in
 order (a receipt never overtakes its submit's result). The thread's loop is: take commands,
 check timers, write as many ``submit_sm`` as the window and the token bucket allow (in one
 send, encoded by ``smppwire.SubmitSm``), then ``select`` on the SMSC socket and the wake-up
-socket until the next deadline. After each read we ask for an immediate ACK (``_ack_now``).
+socket until the next deadline. After each read we ask for an immediate ACK
+(``smppread.ack_now``).
 
 We do what smpplib leaves out:
 
@@ -22,13 +23,9 @@ We do what smpplib leaves out:
   raises on error statuses. We answer ``deliver_sm`` (status 0, always, even for text we cannot
   read, or the SMSC would redeliver it forever), ``enquire_link`` and ``unbind``, and
   ``generic_nack`` any other request;
-- our own reads (``_Client``): one ``recv`` of what is waiting per wake-up, into a buffer
-  whose PDUs are parsed once whole. Half a PDU and then silence never blocks the thread; if the
-  rest has not come within ``timeout`` the link is dropped. A ``command_length`` outside 16 to
-  64 KiB is refused as soon as its 4 octets are in (smpplib would read up to 4 GiB), and whatever
-  smpplib's parser raises on a malformed PDU (``struct.error``, ``KeyError``, ...) becomes
-  ``_MalformedPdu``. Garbage from the SMSC, or a PDU we cannot handle, is a broken link like
-  any other: one warning, the link dropped, reconnected with backoff; it never ends the thread;
+- our own reads, buffered and bounded (``smsgw.smppread``). Half a PDU not finished within
+  ``timeout``, garbage (``MalformedPdu``), or a PDU we cannot handle is a broken link like any
+  other: one warning, the link dropped, reconnected with backoff; it never ends the thread;
 - reconnection with exponential backoff, ``reconnect_min`` doubling up to ``reconnect_max``.
   A good bind does not reset it (an SMSC that binds us and then breaks the link would have us
   reconnect every ``reconnect_min``, which providers ban for); an answer to a request of ours
@@ -62,12 +59,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import smpplib.client  # type: ignore[import-untyped]
-import smpplib.consts  # type: ignore[import-untyped]
 import smpplib.exceptions  # type: ignore[import-untyped]
 import smpplib.smpp  # type: ignore[import-untyped]
 
 from smsgw.backend import Inbound, InboundHandler, OutgoingSms, ReceiptHandler, SendResult
+from smsgw.smppread import Client, MalformedPdu, ack_now
 from smsgw.smppwire import (
     ESM_RECEIPT,
     RINVCMDID,
@@ -75,7 +71,6 @@ from smsgw.smppwire import (
     SmppSettings,
     TokenBucket,
     bind_error,
-    command_length_problem,
     decode_short_message,
     e164_sender,
     receipt_from_fields,
@@ -87,67 +82,8 @@ __all__ = ["SmppBackend", "SmppError", "SmppSettings"]  # the latter two from sm
 
 log = logging.getLogger(__name__)
 
-QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _LINK_ERRORS = (smpplib.exceptions.ConnectionError, smpplib.exceptions.PDUError, OSError)
 _READ_ERRORS = (*_LINK_ERRORS, smpplib.exceptions.UnknownCommandError, ValueError)
-
-
-class _MalformedPdu(Exception):
-    """The SMSC sent bytes that are not a PDU we can read: the link is broken."""
-
-
-class _Client(smpplib.client.Client):  # type: ignore[misc]
-    """smpplib's client, reading our way: into a buffer, a PDU parsed once it is whole."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.buffer = bytearray()
-        """Read, not yet parsed: part of one PDU, plus at most one ``fill``."""
-
-    def read_pdu(self) -> Any:
-        """The next PDU, blocking (``_bind``'s read), and reading nothing past its end."""
-        while (pdu := self.next_pdu()) is None:
-            have = len(self.buffer)
-            self.fill(4 - have if have < 4 else int.from_bytes(self.buffer[:4], "big") - have)
-        return pdu
-
-    def fill(self, size: int = 65536) -> None:
-        """One recv: on a readable socket it never blocks; otherwise up to the timeout."""
-        data = self._socket.recv(size)
-        if not data:
-            raise smpplib.exceptions.ConnectionError("the SMSC closed the connection")
-        self.buffer += data
-
-    def next_pdu(self) -> Any:
-        """The buffer's first PDU once whole, else None; ``_MalformedPdu`` for garbage."""
-        if len(self.buffer) < 4:
-            return None
-        length = int.from_bytes(self.buffer[:4], "big")
-        problem = command_length_problem(length)
-        if problem:  # as soon as the 4 octets are in: smpplib would wait for up to 4 GiB
-            raise _MalformedPdu(problem)
-        if len(self.buffer) < length:
-            return None
-        data = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        return self._parse(data)
-
-    def _parse(self, data: bytes) -> Any:
-        try:
-            pdu = smpplib.smpp.parse_pdu(
-                data, client=self, allow_unknown_opt_params=self.allow_unknown_opt_params
-            )
-            if pdu is None:  # smpplib's "no command", which its own read_pdu would trip on
-                raise ValueError("no command")
-        except Exception as exc:  # what the parser raises is not ours to list: all is garbage
-            command = int.from_bytes(data[4:8], "big")
-            raise _MalformedPdu(
-                f"command_id 0x{command:08X} of {len(data)} octets does not parse"
-                f" ({type(exc).__name__})"  # not str(exc): it may quote the PDU's fields
-            ) from None
-        if not pdu.is_error() and pdu.command in smpplib.consts.STATE_SETTERS:
-            self.state = smpplib.consts.STATE_SETTERS[pdu.command]  # as smpplib's own does
-        return pdu
 
 
 @dataclass
@@ -273,7 +209,7 @@ class _Link:
         name = "smsgw.smpp.smpplib"
         logging.getLogger(name).setLevel(logging.ERROR)  # its debug lines dump numbers
         s = self.s
-        client = _Client(
+        client = Client(
             s.host, s.port, timeout=s.timeout, logger_name=name, allow_unknown_opt_params=True
         )
         try:
@@ -287,7 +223,7 @@ class _Link:
         except smpplib.exceptions.PDUError as exc:
             client.disconnect()
             raise bind_error(s, exc) from None
-        except _MalformedPdu as exc:
+        except MalformedPdu as exc:
             client.disconnect()
             raise SmppError(
                 f"the SMSC at {s.host}:{s.port} answered our bind with a malformed PDU ({exc})"
@@ -380,7 +316,7 @@ class _Link:
         if self.client is not None and self.client._socket in readable:
             self._read_ready()
             if self.client is not None:
-                _ack_now(self.client._socket)
+                ack_now(self.client._socket)
 
     def _read_ready(self) -> None:
         """One read (so sends are not starved), then every whole PDU it completed is handled.
@@ -397,7 +333,7 @@ class _Link:
         while self.client is not None and not self.unbound:
             try:
                 pdu = self.client.next_pdu()
-            except _MalformedPdu as exc:
+            except MalformedPdu as exc:
                 self._drop(f"malformed PDU from the SMSC: {exc}", now)
                 return
             if pdu is None:
@@ -532,20 +468,6 @@ class _Link:
             calls, self._outbox = self._outbox, []
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
                 self.loop.call_soon_threadsafe(_run_all, calls)
-
-
-def _ack_now(sock: socket.socket) -> None:
-    """ACK what we read at once instead of after the delayed-ACK timer (Linux: TCP_QUICKACK).
-
-    An SMSC that leaves Nagle on holds each response until its previous one is ACKed. When we
-    have no submit to send (the end of a worker's batch) our ACK waits for the delayed-ACK
-    timer, ~40 ms, and so does every response behind it: against Net::SMPP's SMSC that cut the
-    rate from ~2,600 to ~840 messages/s. Linux clears the flag as it sees fit, so it is set
-    again after every read.
-    """
-    if QUICKACK is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
 
 def _text(value: object) -> str:

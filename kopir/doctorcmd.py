@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from kopir.output import EXIT_INVALID, EXIT_OK, emit
 
 if TYPE_CHECKING:
-    from kopir.doctor import Check
+    from kopir.doctorcheck import Check
 
 LABELS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 

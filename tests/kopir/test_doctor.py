@@ -27,7 +27,9 @@ import pytest
 
 import signing
 from kopir.config import load_config
-from kopir.doctor import Check, check_sms, check_web, diagnose, is_kopir
+from kopir.doctor import check_sms, check_web, diagnose
+from kopir.doctorcheck import Check
+from kopir.doctorports import is_kopir
 from kopir.setup import initialize
 from tests.cli import kopir
 

@@ -418,8 +418,9 @@ def load_config(path: Path) -> Config:
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
     config: Config = _build(Config, raw, path, "")
-    base = path.resolve().parent if path.is_file() else Path.cwd()
-    return dataclasses.replace(config, path=path.resolve(), base_dir=base)
+    full = path.resolve()
+    base = full.parent if path.is_file() else Path.cwd()
+    return dataclasses.replace(config, path=full, base_dir=base)
 
 
 def _build(cls: type[Any], table: dict[str, Any], path: Path, prefix: str) -> Any:

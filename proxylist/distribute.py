@@ -49,6 +49,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,7 +508,7 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise DistributionError(f"cannot open distribution record {path}: {exc}") from exc
     try:
-        _prepare(db, path)
+        _prepare_when_free(db, path, time.monotonic() + busy_timeout)
     except sqlite3.Error as exc:
         db.close()
         raise DistributionError(
@@ -517,6 +518,22 @@ def _open(path: Path, busy_timeout: float) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _prepare_when_free(db: sqlite3.Connection, path: Path, deadline: float) -> None:
+    """``_prepare``, tried again while another opener keeps the file busy, until ``deadline``.
+    SQLite answers "database is locked" without waiting when waiting could deadlock, as when
+    two openers of a new file both switch it to WAL (CI saw it once, 16 threads opening a new
+    record at once); once the statement has ended and its lock is gone, a retry goes through.
+    Each step is safe to repeat."""
+    while True:
+        try:
+            _prepare(db, path)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _prepare(db: sqlite3.Connection, path: Path) -> None:

@@ -63,7 +63,7 @@ import smpplib.exceptions  # type: ignore[import-untyped]
 import smpplib.smpp  # type: ignore[import-untyped]
 
 from smsgw.backend import Inbound, InboundHandler, OutgoingSms, ReceiptHandler, SendResult
-from smsgw.smppread import Client, MalformedPdu, ack_now
+from smsgw.smppread import Client, MalformedPdu, SlowAnswer, ack_now
 from smsgw.smppwire import (
     ESM_RECEIPT,
     RINVCMDID,
@@ -217,12 +217,18 @@ class _Link:
             # smpplib leaves Nagle on: a window of small submits would then wait for the
             # SMSC's delayed ACK (tens of ms) after the first one.
             client._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.answer_by = time.monotonic() + s.timeout  # the whole answer, not each recv
             client.bind_transceiver(
                 system_id=s.system_id, password=s.password, system_type=s.system_type
             )
         except smpplib.exceptions.PDUError as exc:
             client.disconnect()
             raise bind_error(s, exc) from None
+        except SlowAnswer:
+            client.disconnect()
+            raise SmppError(
+                f"the SMSC at {s.host}:{s.port} did not answer our bind within {s.timeout:g} s"
+            ) from None
         except MalformedPdu as exc:
             client.disconnect()
             raise SmppError(

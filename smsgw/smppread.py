@@ -13,7 +13,9 @@ read, so ``Client`` reads its own way:
   are in, and whatever smpplib's parser raises on a malformed PDU (``struct.error``,
   ``KeyError``, ...) becomes ``MalformedPdu``, whose message never quotes the PDU's fields;
 - ``read_pdu``: the blocking read smpplib's bind uses, made of the two, reading nothing past the
-  PDU's end.
+  PDU's end. It ends by ``answer_by`` (a ``time.monotonic`` deadline) as a whole, not per
+  ``recv``: an SMSC dripping its bind_resp a byte at a time is ``SlowAnswer``, not a bind that
+  never ends.
 
 What a broken read means (the link dropped, and after how long for half a PDU) is decided in
 ``smsgw.smpp``. After each read it calls ``ack_now``, so the SMSC is not held up by our delayed ACK.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from typing import Any
 
 import smpplib.client  # type: ignore[import-untyped]
@@ -32,13 +35,17 @@ import smpplib.smpp  # type: ignore[import-untyped]
 
 from smsgw.smppwire import command_length_problem
 
-__all__ = ["QUICKACK", "Client", "MalformedPdu", "ack_now"]
+__all__ = ["QUICKACK", "Client", "MalformedPdu", "SlowAnswer", "ack_now"]
 
 QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 
 class MalformedPdu(Exception):
     """The SMSC sent bytes that are not a PDU we can read: the link is broken."""
+
+
+class SlowAnswer(Exception):
+    """The SMSC's answer was not whole by ``Client.answer_by``."""
 
 
 class Client(smpplib.client.Client):  # type: ignore[misc]
@@ -48,12 +55,30 @@ class Client(smpplib.client.Client):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.buffer = bytearray()
         """Read, not yet parsed: part of one PDU, plus at most one ``fill``."""
+        self.answer_by: float | None = None
+        """When ``read_pdu`` gives up (``time.monotonic``); None: ``timeout`` per ``recv``."""
 
     def read_pdu(self) -> Any:
         """The next PDU, blocking (``_bind``'s read), and reading nothing past its end."""
-        while (pdu := self.next_pdu()) is None:
-            have = len(self.buffer)
-            self.fill(4 - have if have < 4 else int.from_bytes(self.buffer[:4], "big") - have)
+        try:
+            while (pdu := self.next_pdu()) is None:
+                have = len(self.buffer)
+                if self.answer_by is not None:
+                    left = self.answer_by - time.monotonic()
+                    if left <= 0:
+                        raise SlowAnswer
+                    self._socket.settimeout(left)
+                try:
+                    self.fill(
+                        4 - have if have < 4 else int.from_bytes(self.buffer[:4], "big") - have
+                    )
+                except TimeoutError:
+                    if self.answer_by is None:
+                        raise
+                    raise SlowAnswer from None
+        finally:
+            if self.answer_by is not None and self._socket is not None:
+                self._socket.settimeout(self.timeout)
         return pdu
 
     def fill(self, size: int = 65536) -> None:

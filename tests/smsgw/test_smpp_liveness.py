@@ -7,6 +7,9 @@
 - An SMSC that sends part of a PDU and goes silent. Before, the I/O thread sat in smpplib's
   blocking read for the rest of it for ``timeout`` seconds: nothing was written, and ``stop()``
   waited; now partial PDUs are buffered and the thread carries on.
+- An SMSC that drips its bind_transceiver_resp a byte at a time. Before, each ``recv`` had
+  ``timeout`` seconds, so the bind (and ``start``) lasted as long as the SMSC liked; now the
+  whole answer must be in within ``timeout``.
 
 The server side's accept times are what we measure. Timing asserts are lower bounds (a reconnect
 can come late, never early), or bounds with a margin of many times what they should take.
@@ -21,8 +24,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from smsgw.smpp import SmppBackend
-from tests.smsgw.smsc import Pdu
+from smsgw.smpp import SmppBackend, SmppError
+from tests.smsgw.smsc import Pdu, cstr
 from tests.smsgw.test_smpp import Events, send_until_accepted, singles, until
 from tests.smsgw.test_smpp import settings as smpp_settings
 from tests.smsgw.test_smpp_malformed import INBOUND, RawSmsc, raw
@@ -195,3 +198,60 @@ async def test_a_pdu_right_behind_the_bind_resp_is_read() -> None:
     async with running(smsc, events):
         await until(lambda: len(events.inbound) == 1)
         assert len(smsc.binds) == 1
+
+
+class DripsBindResp:
+    """Reads a bind, then writes a valid bind_transceiver_resp one byte per ``every`` seconds."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.written = 0
+        """How many bytes of the answer went out before the backend hung up."""
+        self.answer = raw("bind_transceiver_resp", cstr("SLOW"))
+        self.server: asyncio.Server | None = None
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.add(task)
+        try:
+            await reader.read(1024)  # the bind
+            for byte in self.answer:
+                writer.write(bytes((byte,)))
+                await writer.drain()
+                self.written += 1
+                await asyncio.sleep(self.every)
+        except ConnectionError:
+            pass  # the backend hung up
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_bind_resp_dripped_a_byte_at_a_time_fails_the_bind_after_timeout() -> None:
+    smsc = DripsBindResp(every=0.25)  # each byte well within the timeout; the whole, not
+    port = await smsc.start()
+    backend = SmppBackend(smpp_settings(port, timeout=1.0))
+    try:
+        with pytest.raises(SmppError, match="did not answer our bind within 1 s"):
+            await asyncio.wait_for(backend.start(Events().on_receipt, Events().on_inbound), 30)
+        # Gone with 4 or 5 of its 25 bytes written; before, the bind read all 25 (6 s) and
+        # succeeded.
+        assert 0 < smsc.written < len(smsc.answer)
+        assert not [t for t in threading.enumerate() if t.name == "smsgw-smpp"]
+    finally:
+        await asyncio.wait_for(backend.stop(), 10)  # a no-op unless the bind succeeded
+        await smsc.close()

@@ -430,6 +430,39 @@ def test_record_reader_split_anywhere(records: tuple[bytes, bytes], cuts: list[i
     assert reader.pending == 0
 
 
+@st.composite
+def record_runs(draw: st.DrawFn) -> bytes:
+    """Runs of equal records, as clients send bulk data (tdlib: 2,878-byte payloads), longer
+    than the reader cuts in one step, with CCS records between them and maybe one header in a
+    run changed (its length, type or version), which the reader must see."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    stream = bytearray()
+    for size, count in draw(
+        st.lists(
+            st.tuples(st.sampled_from([0, 1, 7, 2878, 16384]), st.integers(1, 200)), max_size=4
+        )
+    ):
+        header = b"\x17\x03\x03" + size.to_bytes(2, "big")
+        stream += b"".join(header + rng.randbytes(size) for _ in range(count))
+        stream += faketls.CCS_RECORD * draw(st.integers(0, 1))
+    if stream and draw(st.booleans()):
+        at = draw(st.integers(0, len(stream) - 1))
+        stream[at] ^= 1 << draw(st.integers(0, 7))  # in a header or a payload
+    return bytes(stream)
+
+
+@given(record_runs(), st.lists(st.integers(0, 600_000), max_size=6))
+@FEW
+def test_record_reader_on_runs_of_equal_records(stream: bytes, cuts: list[int]) -> None:
+    out, failed = feed_all(RecordReader(), chunks(stream, cuts))
+    want, bad = model_records(stream)
+    assert failed == bad
+    if failed:
+        assert want.startswith(out)
+    else:
+        assert out == want
+
+
 def test_record_reader_byte_by_byte_and_limits() -> None:
     stream = faketls.CCS_RECORD + wrap(b"hello") + b"\x17\x03\x03\x00\x00" + wrap(b"!")
     reader = RecordReader()

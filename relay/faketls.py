@@ -228,11 +228,18 @@ class RecordReader:
             count = min((size - pos) // stride, _MAX_RUN)
             heads, bodies = _cutters(stride, count)
             rest = view[pos:]
-            header = bytes(rest[:RECORD_HEADER])
-            found = heads(rest)
-            if count > 1 and b"".join(found) != header * count:  # a different one: where?
-                count = list(map(header.__eq__, map(bytes, found))).index(False)
-                heads, bodies = _cutters(stride, count)
+            if count > 1:
+                found, want = b"".join(heads(rest)), bytes(rest[:RECORD_HEADER]) * count
+                if found != want:  # a different header ends the run: find it by halves
+                    low, high = 1, count  # the first ``low`` match; the first ``high`` do not
+                    while high - low > 1:
+                        mid = (low + high) // 2
+                        if found[: mid * RECORD_HEADER] == want[: mid * RECORD_HEADER]:
+                            low = mid
+                        else:
+                            high = mid
+                    count = low
+                    bodies = _cutters(stride, count)[1]
             payloads += bodies(rest) if count > 1 else (rest[RECORD_HEADER:stride],)
             pos += count * stride
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)

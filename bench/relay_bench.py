@@ -7,11 +7,12 @@ memory (VmRSS from ``/proc/PID/status``) count, never wall time (DESIGN.md §10)
 measures, per event loop:
 
 - ``upload_cpu_s_per_gib``: N fake-TLS clients push the bytes through the relay to a ``sink``
-  DC. The clients send one random 64 KiB chunk, pre-wrapped in TLS records, over and over
-  without encrypting it: the relay decrypts and re-encrypts it all the same, and the sink
-  does not look at it, so the relay does exactly its real work while this process spares an
-  AES pass. CPU is counted from when every client's DC link is up until the sink holds every
-  byte.
+  DC. The clients send one random 512 KiB message (tdlib's largest file part), cut into
+  records as tdlib cuts each message (2,878-byte payloads, ``CLIENT_RECORD``, the last one
+  shorter), over and over without encrypting it: the relay decrypts and re-encrypts it all
+  the same, and the sink does not look at it, so the relay does exactly its real work while
+  this process spares an AES pass. CPU is counted from when every client's DC link is up
+  until the sink holds every byte.
 - ``download_cpu_s_per_gib``: a ``source`` DC sends the bytes to N clients, which count them
   raw (no decryption). CPU is counted from after the TLS handshakes, so it includes the N
   headers and DC dials (a few milliseconds) as well as the transfer.
@@ -61,6 +62,15 @@ measures, per event loop:
   bench raises it (the hard limit too, when run as root), and when it cannot, says so and
   stops at what fits.
 
+Peers: this process's sockets (the fake clients and DCs, and the forwarders' source and sink)
+use the ``reno`` congestion control (``--peer-congestion``; ``system`` keeps the system's
+default), set before they connect or accept; the relay's and the forwarders' own sockets keep
+the system's default. A pacing congestion control such as ``bbr`` (without the ``fq`` qdisc)
+sends each peer's data from timers, in softirq time that the kernel's tick accounting charges
+to whichever task is running: mostly the relay, the busiest one. With ``bbr`` peers here the
+relay's figures rose by a quarter (upload 0.80 -> 1.04, download 0.38 -> 0.60 CPU-s/GiB) for
+work that was not its own. ``peer_congestion`` and ``system_congestion`` are printed.
+
 Each round starts one relay per event loop, asyncio's and (when installed) uvloop's, in
 alternation (A B A B); the figures are medians over the rounds, and the ratios medians of
 per-round ratios. uvloop figures carry a ``uvloop_`` prefix. Run from anywhere:
@@ -83,6 +93,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -116,6 +127,13 @@ KEY = os.urandom(16)
 CHUNK = 64 * 1024
 GIB = 1 << 30
 SINK_DC, SOURCE_DC = 2, 3
+CLIENT_RECORD = 2878
+"""Upload record payload: what tdlib puts in each record (``MAX_TLS_PACKET_LENGTH``)."""
+UPLOAD_MESSAGE = 512 * 1024
+"""Bytes per upload message: tdlib's largest file part. Each is cut into records on its own,
+so every 182 records of ``CLIENT_RECORD`` bytes end with a shorter one."""
+PEER_CONGESTION = "reno"
+"""TCP congestion control of this process's sockets (see "Peers" in the docstring)."""
 CONNECT_BATCH = 64
 """Fake-TLS connections opened at once: well under the fake DC's accept backlog (100)."""
 FD_SPARE = 200
@@ -147,6 +165,44 @@ LISTENING = re.compile(r"relay listening on 127\.0\.0\.1:(\d+) \(.*; (\w+) loop\
 
 class BenchError(Exception):
     """The relay or a peer misbehaved; the message says what was seen."""
+
+
+_peer_congestion: bytes | None = PEER_CONGESTION.encode()
+
+
+def unpaced(sock: socket.socket | asyncio.trsock.TransportSocket) -> None:
+    """Give one of this process's sockets the peers' congestion control (before it connects,
+    or a listener before it accepts: connections start with it)."""
+    if _peer_congestion is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, _peer_congestion)
+
+
+def unpaced_server(server: asyncio.Server) -> asyncio.Server:
+    for sock in server.sockets:
+        unpaced(sock)
+    return server
+
+
+async def dialled(port: int) -> socket.socket:
+    """A socket of this process connected to ``HOST:port`` (with the peers' congestion
+    control from its first packet)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        unpaced(sock)
+        await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def tdlib_records(data: bytes) -> bytes:
+    """``data`` in ``17 03 03`` records of ``CLIENT_RECORD`` payload bytes, as tdlib sends."""
+    return b"".join(
+        faketls.APPDATA_PREFIX + len(part).to_bytes(2, "big") + part
+        for part in (data[at : at + CLIENT_RECORD] for at in range(0, len(data), CLIENT_RECORD))
+    )
 
 
 @dataclass(frozen=True)
@@ -264,6 +320,8 @@ class Rig:
 async def rig(loop: str, work: Path) -> AsyncIterator[Rig]:
     """A relay process on ``loop`` with a sink DC and a source DC; all stopped on exit."""
     async with FakeDC("sink") as sink, FakeDC("source") as source:
+        unpaced_server(sink.server)
+        unpaced_server(source.server)
         dcs = {SINK_DC: sink.port, SOURCE_DC: source.port}
         async with relay_process(loop, dcs, work) as relay:
             yield Rig(relay, sink, source)
@@ -297,7 +355,7 @@ async def connect_into(clients: list[TlsClient], rig: Rig, count: int, dc: int) 
     want = dc_server.connections + count
     for start in range(0, count, CONNECT_BATCH):
         batch = (
-            asyncio.wait_for(TlsClient.connect(HOST, rig.relay.port, KEY, DOMAIN, dc), 30)
+            asyncio.wait_for(_client(rig.relay.port, dc), 30)
             for _ in range(min(CONNECT_BATCH, count - start))
         )
         results = await asyncio.gather(*batch, return_exceptions=True)
@@ -310,6 +368,10 @@ async def connect_into(clients: list[TlsClient], rig: Rig, count: int, dc: int) 
         lambda: f"{dc_server.connections} of {want} DC links from the relay",
         30,
     )
+
+
+async def _client(port: int, dc: int) -> TlsClient:
+    return await TlsClient.connect(HOST, port, KEY, DOMAIN, dc, sock=await dialled(port))
 
 
 async def all_closed(rig: Rig) -> None:
@@ -330,7 +392,7 @@ async def close_all(clients: list[TlsClient]) -> None:
 
 async def tls_handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a connection and complete the fake-TLS handshake, sending nothing more."""
-    reader, writer = await asyncio.open_connection(HOST, port)
+    reader, writer = await asyncio.open_connection(sock=await dialled(port))
     try:
         hello = client_hello(KEY, DOMAIN)
         writer.write(hello)
@@ -415,7 +477,8 @@ input()
 async def forwarder_floor(total: int, work: str) -> float:
     """CPU seconds per GiB of a minimal forwarder process moving ``total`` bytes, doing
     ``work`` on them: ``plain``, ``upload``, ``download`` or ``splice`` (see ``FORWARDER``)."""
-    moved = max(1, total // CHUNK) * CHUNK
+    unit = UPLOAD_MESSAGE if work == "upload" else CHUNK  # as the relay gets them
+    moved = max(1, total // unit) * unit
     got, done = 0, asyncio.Event()
 
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -425,7 +488,7 @@ async def forwarder_floor(total: int, work: str) -> float:
         writer.close()
         done.set()
 
-    server = await asyncio.start_server(sink, HOST, 0)
+    server = unpaced_server(await asyncio.start_server(sink, HOST, 0))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", FORWARDER, str(server.sockets[0].getsockname()[1]), work,
         str(ROOT), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -436,11 +499,11 @@ async def forwarder_floor(total: int, work: str) -> float:
         if not line.strip().isdigit():
             raise BenchError(f"the {work} forwarder did not start (it printed {line!r})")
         forwarder = RelayProcess(proc, int(line))
-        _, writer = await asyncio.open_connection(HOST, forwarder.port)
-        chunk = os.urandom(CHUNK)
+        _, writer = await asyncio.open_connection(sock=await dialled(forwarder.port))
+        chunk = os.urandom(unit)
         start = await forwarder.settled()
         await bounded(
-            _push(writer, faketls.wrap(chunk) if work == "upload" else chunk, moved // CHUNK),
+            _push(writer, tdlib_records(chunk) if work == "upload" else chunk, moved // unit),
             transfer_timeout(moved), f"the {work} forwarder's source",
         )  # fmt: skip
         writer.close()
@@ -458,14 +521,14 @@ async def forwarder_floor(total: int, work: str) -> float:
 
 async def upload(rig: Rig, sizes: Sizes) -> tuple[Usage, int]:
     """Relay CPU time and bytes sent client → DC."""
-    chunks = max(1, sizes.total // sizes.clients // CHUNK)
-    moved = chunks * CHUNK * sizes.clients
-    records = faketls.wrap(os.urandom(CHUNK))
+    messages = max(1, sizes.total // sizes.clients // UPLOAD_MESSAGE)
+    moved = messages * UPLOAD_MESSAGE * sizes.clients
+    records = tdlib_records(os.urandom(UPLOAD_MESSAGE))
     clients: list[TlsClient] = []
     try:
         await connect_into(clients, rig, sizes.clients, SINK_DC)
         base, start = rig.sink.bytes_in, await rig.relay.settled()
-        pushes = asyncio.gather(*(_push(c.writer, records, chunks) for c in clients))
+        pushes = asyncio.gather(*(_push(c.writer, records, messages) for c in clients))
         await bounded(pushes, transfer_timeout(moved), f"{sizes.clients} clients' upload")
         await wait_until(
             lambda: rig.sink.bytes_in - base >= moved,
@@ -683,11 +746,38 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle", type=int, help="idle connections (10000; quick 1000)")
     parser.add_argument("--idle-steps", type=int, default=6, help="RSS readings after 0")
     parser.add_argument("--rounds", type=int, help="rounds per loop (3; quick 2)")
+    parser.add_argument(
+        "--peer-congestion", default=PEER_CONGESTION, metavar="NAME",
+        help=f"TCP congestion control of the fake clients and DCs ({PEER_CONGESTION}); "
+        "'system' leaves the system's default",
+    )  # fmt: skip
     return parser.parse_args()
+
+
+def system_congestion() -> str:
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    return "unknown"
+
+
+def set_peer_congestion(name: str) -> None:
+    """Use ``name`` for this process's sockets ("system": leave them be); exits if refused."""
+    global _peer_congestion
+    _peer_congestion = None if name == "system" else name.encode()
+    try:
+        with socket.socket() as probe:
+            unpaced(probe)
+    except OSError as exc:
+        sys.exit(
+            f"relay_bench: cannot use TCP congestion control {name!r} ({exc.strerror}); "
+            "see /proc/sys/net/ipv4/tcp_allowed_congestion_control, or pass "
+            "--peer-congestion system"
+        )
 
 
 def main() -> None:
     args = parse_args()
+    set_peer_congestion(args.peer_congestion)
     quick = args.quick
     sizes = Sizes(
         total=(args.mib or (32 if quick else 512)) * 1024 * 1024,
@@ -713,6 +803,9 @@ def main() -> None:
     print(f"clients: {sizes.clients}")
     print(f"bytes_per_transfer: {sizes.total}")
     print(f"handshakes: {sizes.handshakes}")
+    print(f"client_record_bytes: {CLIENT_RECORD}")
+    print(f"peer_congestion: {args.peer_congestion}")
+    print(f"system_congestion: {system_congestion()}")
     for loop in (loop for loop in loops if loop not in failed):
         prefix = "" if loop == "asyncio" else f"{loop}_"
         for name, form in FIGURES.items():

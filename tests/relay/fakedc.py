@@ -247,6 +247,12 @@ class LoopbackServer:
         self._server: asyncio.Server | None = None
         self._handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
+    @property
+    def server(self) -> asyncio.Server:
+        """The listening server (started on entry)."""
+        assert self._server is not None
+        return self._server
+
     async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]

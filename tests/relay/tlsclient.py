@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import socket
 import struct
 import time
 from dataclasses import dataclass
@@ -107,8 +108,15 @@ class TlsClient:
     records: faketls.RecordReader
 
     @classmethod
-    async def connect(cls, host: str, port: int, key: bytes, domain: str, dc: int = 2) -> TlsClient:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(
+        cls, host: str, port: int, key: bytes, domain: str, dc: int = 2,
+        sock: socket.socket | None = None,
+    ) -> TlsClient:  # fmt: skip
+        """Connect (or, given ``sock``, already connected there), and hand-shake."""
+        if sock is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(sock=sock)
         hello = client_hello(key, domain)
         writer.write(hello)
         check_server_hello(key, hello, await read_server_hello(reader))

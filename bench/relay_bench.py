@@ -197,14 +197,6 @@ async def dialled(port: int) -> socket.socket:
     return sock
 
 
-def tdlib_records(data: bytes) -> bytes:
-    """``data`` in ``17 03 03`` records of ``CLIENT_RECORD`` payload bytes, as tdlib sends."""
-    return b"".join(
-        faketls.APPDATA_PREFIX + len(part).to_bytes(2, "big") + part
-        for part in (data[at : at + CLIENT_RECORD] for at in range(0, len(data), CLIENT_RECORD))
-    )
-
-
 @dataclass(frozen=True)
 class Sizes:
     total: int
@@ -501,9 +493,11 @@ async def forwarder_floor(total: int, work: str) -> float:
         forwarder = RelayProcess(proc, int(line))
         _, writer = await asyncio.open_connection(sock=await dialled(forwarder.port))
         chunk = os.urandom(unit)
+        if work == "upload":
+            chunk = faketls.wrap(chunk, CLIENT_RECORD)
         start = await forwarder.settled()
         await bounded(
-            _push(writer, tdlib_records(chunk) if work == "upload" else chunk, moved // unit),
+            _push(writer, chunk, moved // unit),
             transfer_timeout(moved), f"the {work} forwarder's source",
         )  # fmt: skip
         writer.close()
@@ -523,7 +517,7 @@ async def upload(rig: Rig, sizes: Sizes) -> tuple[Usage, int]:
     """Relay CPU time and bytes sent client → DC."""
     messages = max(1, sizes.total // sizes.clients // UPLOAD_MESSAGE)
     moved = messages * UPLOAD_MESSAGE * sizes.clients
-    records = tdlib_records(os.urandom(UPLOAD_MESSAGE))
+    records = faketls.wrap(os.urandom(UPLOAD_MESSAGE), CLIENT_RECORD)
     clients: list[TlsClient] = []
     try:
         await connect_into(clients, rig, sizes.clients, SINK_DC)

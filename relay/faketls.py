@@ -170,19 +170,24 @@ def server_hello(hello: ClientHello, appdata_size: int) -> bytes:
     return bytes(response)
 
 
-def wrap(data: bytes) -> bytes:
-    """Frame stream bytes as ``17 03 03`` records of at most 16,384 payload bytes each."""
-    return b"".join(wrap_parts(data))
+def wrap(data: bytes, record: int = MAX_RECORD_PAYLOAD) -> bytes:
+    """Frame stream bytes as ``17 03 03`` records of at most ``record`` payload bytes each."""
+    return b"".join(wrap_parts(data, record))
 
 
-def wrap_parts(data: bytes | memoryview) -> list[bytes | memoryview]:
+def wrap_parts(
+    data: bytes | memoryview, record: int = MAX_RECORD_PAYLOAD
+) -> list[bytes | memoryview]:
     """``wrap`` as a list of headers and views of ``data``, for one ``writev`` (no copies)."""
-    view, step = memoryview(data), MAX_RECORD_PAYLOAD
+    view, step = memoryview(data), record
+    header = (
+        _FULL_HEADER if step == MAX_RECORD_PAYLOAD else APPDATA_PREFIX + step.to_bytes(2, "big")
+    )
     size = len(view)
     full = size - size % step
     parts: list[bytes | memoryview] = []
     for start in range(0, full, step):
-        parts += (_FULL_HEADER, view[start : start + step])
+        parts += (header, view[start : start + step])
     if full < size or not size:
         parts += (APPDATA_PREFIX + (size - full).to_bytes(2, "big"), view[full:])
     return parts

@@ -373,6 +373,18 @@ def feed_all(reader: RecordReader, parts: Sequence[bytes]) -> tuple[bytes, bool]
     return out, False
 
 
+def assert_reads_as_the_model(stream: bytes, cuts: Sequence[int]) -> None:
+    """``stream`` fed in pieces cut at ``cuts`` gives what ``model_records`` says, and fails
+    exactly when it does (having given a prefix of the model's output by then)."""
+    out, failed = feed_all(RecordReader(), chunks(stream, cuts))
+    want, bad = model_records(stream)
+    assert failed == bad
+    if failed:
+        assert want.startswith(out)
+    else:
+        assert out == want
+
+
 @st.composite
 def record_piece(draw: st.DrawFn) -> bytes:
     """A record header (valid or nearly), or raw bytes."""
@@ -389,13 +401,7 @@ cut_lists = st.lists(st.integers(0, 2000), max_size=10)
 @given(st.binary(max_size=2000) | streams, cut_lists)
 @FUZZ
 def test_record_reader_on_arbitrary_streams(stream: bytes, cuts: list[int]) -> None:
-    out, failed = feed_all(RecordReader(), chunks(stream, cuts))
-    want, bad = model_records(stream)
-    assert failed == bad
-    if failed:
-        assert want.startswith(out)
-    else:
-        assert out == want
+    assert_reads_as_the_model(stream, cuts)
 
 
 @st.composite
@@ -454,13 +460,7 @@ def record_runs(draw: st.DrawFn) -> bytes:
 @given(record_runs(), st.lists(st.integers(0, 600_000), max_size=6))
 @FEW
 def test_record_reader_on_runs_of_equal_records(stream: bytes, cuts: list[int]) -> None:
-    out, failed = feed_all(RecordReader(), chunks(stream, cuts))
-    want, bad = model_records(stream)
-    assert failed == bad
-    if failed:
-        assert want.startswith(out)
-    else:
-        assert out == want
+    assert_reads_as_the_model(stream, cuts)
 
 
 def test_record_reader_byte_by_byte_and_limits() -> None:
@@ -477,21 +477,22 @@ def test_record_reader_byte_by_byte_and_limits() -> None:
 @given(
     size=st.integers(0, 100_000)
     | st.sampled_from([0, 1, 16383, 16384, 16385, 32768, 32769, 100_000]),
+    record=st.sampled_from([MAX_PAYLOAD, 2878, 1]),
     seed=st.integers(0, 2**32),
     cuts=st.lists(st.integers(0, 100_100), max_size=8),
 )
 @FEW
-def test_wrap_round_trip(size: int, seed: int, cuts: list[int]) -> None:
+def test_wrap_round_trip(size: int, record: int, seed: int, cuts: list[int]) -> None:
     data = random.Random(seed).randbytes(size)
-    wrapped = wrap(data)
+    wrapped = wrap(data) if record == MAX_PAYLOAD else wrap(data, record)
     pos, count = 0, 0
     while pos < len(wrapped):
         assert wrapped[pos : pos + 3] == b"\x17\x03\x03"
         length = int.from_bytes(wrapped[pos + 3 : pos + 5], "big")
-        assert length <= MAX_PAYLOAD
+        assert length <= record
         pos, count = pos + 5 + length, count + 1
     assert pos == len(wrapped)
-    assert count == max(1, -(-size // MAX_PAYLOAD))
+    assert count == max(1, -(-size // record))
     reader = RecordReader()
     out, failed = feed_all(reader, chunks(wrapped, cuts))
     assert not failed and out == data and reader.pending == 0

@@ -25,7 +25,11 @@ byte, and to the two AES passes on upload; everything else is kept off the per-b
 * both sides read into one 256 KiB receive buffer shared by every connection (the loop runs
   one callback at a time), so a read itself allocates nothing;
 * upload's record payloads are joined (one copy, in C), decrypted into one shared scratch
-  buffer and re-encrypted there in place: two cipher calls per read, not two per record;
+  buffer and re-encrypted there in place: two cipher calls per read, not two per record.
+  Reading with ``recvmsg_into`` into a header area and a payload area, so that the kernel
+  lays the payloads end to end, was tried and measured: with tdlib's 2,878-byte records
+  the copy into 183 segments per read cost the kernel as much as the join saved (user time
+  -0.06, system time +0.07 CPU-s/GiB), for a descriptor more per client;
 * ``_send`` hands the result (for ``ee`` download: record headers and views of the payload)
   to the socket in one ``writev`` while the transport has nothing queued, and copies only
   what the socket did not take into the transport, which then owns it. So a view of a shared

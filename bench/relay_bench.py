@@ -37,12 +37,14 @@ measures, per event loop:
   samples): the forwarder's own user time is a few percent of it, so it is the kernel's price
   of moving the bytes through any relay that copies them through user space, in any language.
   Where it exceeds 2, the download target is out of reach on that machine, and the upload
-  target (two AES passes on top) too.
+  target too unless AES runs faster than the floor (two passes on top; see
+  ``bulk_keystream``).
 - ``upload_work_floor_cpu_s_per_gib`` (and ``download_...``): the same forwarder doing only
   the work that direction needs, with the relay's own sans-IO code and no event loop. Upload:
   TLS records in, their payloads joined, decrypted and encrypted again (two AES-256-CTR
-  passes), ``sendall``. Download (fast mode, no crypto): each read wrapped in TLS records and
-  sent with one ``sendmsg``. ``*_work_floor_crypto_ratio`` is that over the crypto floor: the
+  passes, with the relay's keystreams: see ``bulk_keystream`` below), ``sendall``.
+  Download (fast mode, no crypto): each read wrapped in TLS records and sent with one
+  ``sendmsg``. ``*_work_floor_crypto_ratio`` is that over the crypto floor: the
   best ``*_floor_ratio`` a relay built this way can reach on the machine. ``*_work_ratio`` is
   the relay over it: what asyncio, the protocol objects and the bookkeeping add.
 - ``download_splice_floor_cpu_s_per_gib``: the download work floor of a relay that never
@@ -52,6 +54,12 @@ measures, per event loop:
   is that over the crypto floor. Records carry at most 16 KiB (larger ones would stand out
   to DPI), so this costs two system calls per 16 KiB; it says whether a zero-copy data path
   would reach the download target here.
+- ``aes_gcm_speedup`` and ``bulk_keystream``: how much faster OpenSSL's AES-GCM code runs
+  than its AES-CTR code here (256 KiB, ``relay.tuning.gcm_speedup``), and so which one
+  computes the relay's upload keystreams past their first MiB (``gcm`` from a speed-up of
+  ``relay.tuning.GCM_PAYS``; see ``relay.keystream``). The crypto floor stays one pass of
+  ``cryptography``'s AES-256-CTR, so with ``gcm`` the relay's two passes together cost about
+  one floor, not two, and ``upload_floor_ratio`` counts that gain.
 - ``handshakes_per_cpu_s``: fake-TLS handshakes, a few at a time; each client closes right
   after the server's three records, so the relay never dials a DC (target: at least 3000).
 - ``idle_connections`` and ``rss_bytes_per_idle_connection``: connections opened in steps up
@@ -112,6 +120,7 @@ import procstat  # noqa: E402
 from procstat import Usage  # noqa: E402
 
 from relay import faketls, obfs2  # noqa: E402
+from relay.tuning import GCM_PAYS, gcm_speedup  # noqa: E402
 from tests.relay.fakedc import FakeDC  # noqa: E402
 from tests.relay.tlsclient import (  # noqa: E402
     BadServerHello,
@@ -421,11 +430,12 @@ def crypto_floor(total: int) -> float:
 FORWARDER = """
 import os, socket, sys
 sys.path.insert(0, sys.argv[3])
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from relay import faketls
-from relay.tuning import tune_allocator
+from relay.keystream import Keystream
+from relay.tuning import tune_aes, tune_allocator
 
 tune_allocator()  # as kopir relay serve does
+tune_aes()
 work = sys.argv[2]
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
@@ -434,8 +444,7 @@ sink = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 buf = bytearray(256 * 1024)  # as large as the relay's own receive buffer
 view = memoryview(buf)
 out = memoryview(bytearray(len(buf) + 32 * 1024))
-keys = [Cipher(algorithms.AES(os.urandom(32)), modes.CTR(os.urandom(16))).encryptor()
-        for _ in range(2)]
+keys = [Keystream(os.urandom(32), os.urandom(16)) for _ in range(2)]
 records = faketls.RecordReader()
 if work == "splice":  # download with no copies: payloads spliced, record headers sent
     import fcntl
@@ -800,6 +809,9 @@ def main() -> None:
     print(f"client_record_bytes: {CLIENT_RECORD}")
     print(f"peer_congestion: {args.peer_congestion}")
     print(f"system_congestion: {system_congestion()}")
+    speedup = gcm_speedup()
+    print(f"aes_gcm_speedup: {speedup:.2f}")
+    print(f"bulk_keystream: {'gcm' if speedup >= GCM_PAYS else 'ctr'}")
     for loop in (loop for loop in loops if loop not in failed):
         prefix = "" if loop == "asyncio" else f"{loop}_"
         for name, form in FIGURES.items():

@@ -25,11 +25,9 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from relay.errors import HandshakeError
+from relay.keystream import Keystream
 
 HEADER_SIZE = 64
 ABRIDGED = b"\xef\xef\xef\xef"
@@ -50,9 +48,9 @@ _FORBIDDEN_STARTS = (
 _NOT_A_HEADER = frozenset(_FORBIDDEN_STARTS)
 
 
-def ctr(key: bytes, iv: bytes) -> Any:
-    """An AES-256-CTR keystream context (encrypting and decrypting are the same operation)."""
-    return Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+def ctr(key: bytes, iv: bytes) -> Keystream:
+    """An AES-256-CTR keystream (encrypting and decrypting are the same operation)."""
+    return Keystream(key, iv)
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class ClientStream:
     """``ABRIDGED``, ``INTERMEDIATE`` or ``PADDED``: the framing the client speaks."""
     dc: int
     """Signed DC index from the header; negative for media DCs, 0 meaning DC 2."""
-    decryptor: Any
+    decryptor: Keystream
     """client→proxy keystream, positioned after the header."""
     encrypt_key: bytes
     encrypt_iv: bytes
@@ -121,9 +119,9 @@ class DCStream:
 
     header: bytes
     """The 64 bytes to send first (0..56 in clear, 56..64 encrypted)."""
-    encryptor: Any
+    encryptor: Keystream
     """proxy→DC keystream, positioned after the header."""
-    decryptor: Any | None
+    decryptor: Keystream | None
     """DC→proxy keystream, or None in fast mode (DC bytes are already right for the client)."""
 
 
@@ -170,7 +168,7 @@ def dc_header(
     return DCStream(header, encryptor, decryptor)
 
 
-def client_header(secret: bytes, tag: bytes, dc: int) -> tuple[bytes, Any, Any]:
+def client_header(secret: bytes, tag: bytes, dc: int) -> tuple[bytes, Keystream, Keystream]:
     """A client's header for ``secret`` (a prober, or a test), with its two keystreams.
 
     Returns (header to send, client→proxy encryptor positioned after the header,

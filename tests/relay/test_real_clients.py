@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from relay import keystream
 from tests.relay.clients import fast_telethon_aes, probe, roundtrip
 from tests.relay.test_relay import DOMAIN, KEY, running
 
@@ -27,18 +28,26 @@ async def test_real_client_gets_res_pq_through_the_relay(kind: str) -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", ["dd", "classic", "faketls"])
-async def test_real_client_moves_10_mib_each_way_byte_exact(kind: str) -> None:
+@pytest.mark.parametrize("switch_after", [None, 64 * 1024], ids=["ctr", "gcm-after-64k"])
+async def test_real_client_moves_10_mib_each_way_byte_exact(
+    kind: str, switch_after: int | None
+) -> None:
+    """Both keystream engines (relay.keystream), whatever this CPU would pick for itself."""
     payloads = [os.urandom(MIB - 4 * i) for i in range(10)] + [os.urandom(40 * 4)]
     async with running(modes=frozenset({"ee", "dd", "classic"})) as (relay, dc, _):
-        with fast_telethon_aes():
-            replies = await roundtrip(
-                kind,  # type: ignore[arg-type]
-                "127.0.0.1",
-                relay.addresses[0][1],
-                SECRETS[kind],
-                payloads,
-                timeout=120,
-            )
+        previous = keystream.use_gcm(switch_after)  # after start(), which sets its own
+        try:
+            with fast_telethon_aes():
+                replies = await roundtrip(
+                    kind,  # type: ignore[arg-type]
+                    "127.0.0.1",
+                    relay.addresses[0][1],
+                    SECRETS[kind],
+                    payloads,
+                    timeout=120,
+                )
+        finally:
+            keystream.use_gcm(previous)
         assert replies == payloads
         assert dc.bytes_in >= sum(map(len, payloads)) >= 10 * MIB - 200
         assert (

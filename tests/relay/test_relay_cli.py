@@ -68,6 +68,8 @@ async def test_sighup_adds_and_removes_secrets_without_dropping_connections(tmp_
         assert proc.stdout is not None
         try:
             await wait_for_line(proc.stdout, "relay listening")
+            engine = await wait_for_line(proc.stdout, "upload keystreams: ")
+            assert "AES-GCM code past" in engine or "AES-CTR code (" in engine, engine
             kept = await DDClient.connect(port, KEY)
             kept.send(b"before reload!!!")
             assert await read_frames(kept.recv, 1) == [b"before reload!!!"]

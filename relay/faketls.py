@@ -184,10 +184,13 @@ def wrap_parts(
         _FULL_HEADER if step == MAX_RECORD_PAYLOAD else APPDATA_PREFIX + step.to_bytes(2, "big")
     )
     size = len(view)
-    full = size - size % step
-    parts: list[bytes | memoryview] = []
-    for start in range(0, full, step):
-        parts += (header, view[start : start + step])
+    count = size // step
+    full = count * step
+    parts: list[bytes | memoryview] = [header] * (2 * count)
+    if count > 1:
+        parts[1::2] = _slices(step, count)(view)  # cut in C, as RecordReader does
+    elif count:
+        parts[1] = view[:step]
     if full < size or not size:
         parts += (APPDATA_PREFIX + (size - full).to_bytes(2, "big"), view[full:])
     return parts
@@ -231,21 +234,13 @@ class RecordReader:
             # bulk data in equal records (tdlib: 2,878 bytes), and a Python step per record
             # would cost more than the AES.
             count = min((size - pos) // stride, _MAX_RUN)
-            heads, bodies = _cutters(stride, count)
             rest = view[pos:]
             if count > 1:
-                found, want = b"".join(heads(rest)), bytes(rest[:RECORD_HEADER]) * count
-                if found != want:  # a different header ends the run: find it by halves
-                    low, high = 1, count  # the first ``low`` match; the first ``high`` do not
-                    while high - low > 1:
-                        mid = (low + high) // 2
-                        if found[: mid * RECORD_HEADER] == want[: mid * RECORD_HEADER]:
-                            low = mid
-                        else:
-                            high = mid
-                    count = low
-                    bodies = _cutters(stride, count)[1]
-            payloads += bodies(rest) if count > 1 else (rest[RECORD_HEADER:stride],)
+                count = _run_length(rest, stride, count)
+            if count > 1:
+                payloads += _slices(stride - RECORD_HEADER, count, RECORD_HEADER)(rest)
+            else:
+                payloads.append(rest[RECORD_HEADER:stride])
             pos += count * stride
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)
         return payloads
@@ -269,22 +264,37 @@ class RecordReader:
         return view[missing:]
 
 
-@functools.lru_cache(maxsize=256)  # ~3 MB at most: 256 x 2 x _MAX_RUN slices
-def _cutters(stride: int, count: int) -> tuple[_Cutter, _Cutter]:
-    """Two functions of a view that starts with ``count`` records of ``stride`` bytes each: the
-    first gives their headers, the second their payloads (views, sliced in C)."""
-    starts = range(0, count * stride, stride)
-    heads = [slice(at, at + RECORD_HEADER) for at in starts]
-    bodies = [slice(at + RECORD_HEADER, at + stride) for at in starts]
-    return _getter(heads), _getter(bodies)
+def _run_length(view: memoryview, stride: int, count: int) -> int:
+    """How many of the ``count`` records of ``stride`` bytes at the start of ``view`` carry
+    the first one's header. Each header byte is compared for all records at once, through
+    a view that steps over the payloads (five views, not one per record)."""
+    for at, want in enumerate(_columns(bytes(view[:RECORD_HEADER]), count)):
+        found = view[at : count * stride : stride]
+        if found != want[:count]:  # a different header ends the run: find it by halves
+            column, low, high = found.tobytes(), 1, count  # the first low match, high do not
+            while high - low > 1:
+                mid = (low + high) // 2
+                if column[:mid] == want[:mid]:
+                    low = mid
+                else:
+                    high = mid
+            count = low
+    return count
 
 
-def _getter(slices: list[slice]) -> _Cutter:
-    """``operator.itemgetter`` of ``slices``, returning a tuple even for one slice."""
-    if len(slices) == 1:
-        one = slices[0]
-        return lambda view: (view[one],)
-    return cast(_Cutter, operator.itemgetter(*slices))
+@functools.lru_cache(maxsize=256)
+def _columns(header: bytes, count: int) -> tuple[bytes, ...]:
+    """Each byte of ``header`` repeated ``count`` times: what the stepped views should hold."""
+    return tuple(bytes([byte]) * count for byte in header)
+
+
+@functools.lru_cache(maxsize=512)  # ~3 MB at most: 512 x _MAX_RUN slices
+def _slices(size: int, count: int, skip: int = 0) -> _Cutter:
+    """A function of a view giving ``count`` (> 1) views of ``size`` bytes, each after
+    ``skip`` bytes of the view (sliced in C, by one ``itemgetter``)."""
+    stride = skip + size
+    starts = range(skip, count * stride, stride)
+    return cast(_Cutter, operator.itemgetter(*(slice(at, at + size) for at in starts)))
 
 
 def _record_length(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:

@@ -567,6 +567,8 @@ def _send(transport: asyncio.Transport, fd: int, parts: list[bytes | memoryview]
         except OSError as exc:
             log.debug("send failed: %s", exc)
             return None
+        if sent == sum(map(len, parts)):  # the usual case: no Python step per part
+            return 0
     rest: list[bytes | memoryview] = []
     for part in parts:
         if sent >= len(part):

@@ -15,8 +15,8 @@ GCM derives ``J0`` from the IV, and only a 96-bit IV sets it directly (with the 
 X*H^2 + L*H`` in GF(2^128), where ``H = AES_K(0^128)`` and ``L`` is the length block. That is
 linear in ``X``, so ``X = (J0 + L*H) * H^-2``: one inversion and three products of 128-bit
 polynomials, about 60 microseconds in Python. A ``Keystream`` therefore starts on plain CTR
-and moves to GCM only once a stream has carried ``switch_after`` bytes (bulk data, where a
-260 KiB read then costs about 20 microseconds of AES instead of 40). It starts a new GCM
+and moves to GCM only once a stream has carried ``switch_after`` bytes (bulk data, where one
+pass over a 256 KiB read then costs about 20 microseconds instead of 40). It starts a new GCM
 context, at the exact byte position, whenever the low 32 bits of the counter wrap (every
 64 GiB at most) and well before OpenSSL's 64 GiB limit on one GCM message. The tag is never
 computed.

@@ -6,6 +6,7 @@ import asyncio
 import os
 import resource
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -368,6 +369,38 @@ async def test_2000_concurrent_connections_complete_and_release_their_files() ->
             assert _open_files() <= baseline
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("dc_mode", ["sink", "source"])
+async def test_a_client_that_resets_mid_transfer_is_cleaned_up(dc_mode: str) -> None:
+    """A reset while bytes flow up (to a sink DC) or down (from a source DC): the relay may
+    be in one of its own extra reads then (relay.server.MORE_READS). Both sides close, the
+    descriptors go, and the relay goes on serving."""
+    async with running(dc_mode) as (relay, dc, _):
+        dc.source_bytes = 1 << 30
+        port = relay.addresses[0][1]
+        baseline = _open_files()
+        for _ in range(3):
+            goal = dc.bytes_in + dc.bytes_out + (1 << 20)
+            client = await DDClient.connect(port)
+            if dc_mode == "sink":
+                for _ in range(32):  # 8 MiB up; the source DC pours bytes down by itself
+                    client.send(os.urandom(256 * 1024))
+            await dc.wait_for(lambda d, goal=goal: d.bytes_in + d.bytes_out > goal, timeout=10)
+            sock = client.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.writer.transport.abort()  # a reset, with bytes still in flight
+            async with asyncio.timeout(10):
+                while relay.connections or dc.active:
+                    await asyncio.sleep(0.02)
+        assert _open_files() <= baseline
+        assert relay.metrics.get("relay_connections_total", secret="main") == 3
+        if dc_mode == "sink":  # and it still relays
+            client = await DDClient.connect(port)
+            client.send(b"after the resets")
+            await dc.wait_for(lambda d: d.connections == 4 and d.active == 1, timeout=10)
+            client.writer.close()
 
 
 @pytest.mark.asyncio

@@ -375,7 +375,7 @@ async def test_2000_concurrent_connections_complete_and_release_their_files() ->
 @pytest.mark.parametrize("dc_mode", ["sink", "source"])
 async def test_a_client_that_resets_mid_transfer_is_cleaned_up(dc_mode: str) -> None:
     """A reset while bytes flow up (to a sink DC) or down (from a source DC): the relay may
-    be in one of its own extra reads then (relay.server.MORE_READS). Both sides close, the
+    be in one of its own extra reads then (relay.flow.MORE_READS). Both sides close, the
     descriptors go, and the relay goes on serving."""
     async with running(dc_mode) as (relay, dc, _):
         dc.source_bytes = 1 << 30

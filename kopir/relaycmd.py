@@ -16,7 +16,7 @@ from kopir.config import Config, ConfigError, RelaySecretConfig, load_config
 from kopir.output import CommandFailed, emit
 from relay import ListenError, LocalTestDC, Relay, RelaySettings, Secret
 from relay.dc import DEFAULT_DCS, parse_host_port
-from relay.tuning import GCM_PAYS, tune_allocator
+from relay.tuning import describe_aes, tune_allocator
 
 
 def _secret(config: Config, index: int, name: str, text: str) -> Secret:
@@ -142,13 +142,6 @@ async def start_relay(config: Config, settings: RelaySettings) -> Relay:
     return relay
 
 
-def keystream_engine(speedup: float) -> str:
-    """Which OpenSSL code computes bulk AES-CTR keystreams, given GCM's measured speed-up."""
-    if speedup >= GCM_PAYS:
-        return f"AES-GCM code past each stream's first MiB ({speedup:.1f}x AES-CTR's speed here)"
-    return f"AES-CTR code (AES-GCM code would be {speedup:.1f}x as fast here: not worth it)"
-
-
 async def _serve(path: Path, config: Config) -> int:
     settings, local_dc = await start_local_dc(config, relay_settings(config))
     try:
@@ -161,7 +154,7 @@ async def _serve(path: Path, config: Config) -> int:
     for host, port in relay.addresses:
         modes = ", ".join(sorted(settings.modes))
         print(f"relay listening on {host}:{port} ({modes}; {loop_name} loop)", flush=True)
-    print(f"upload keystreams: {keystream_engine(relay.aes_speedup)}", flush=True)
+    print(f"upload keystreams: {describe_aes(relay.aes_speedup)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -35,7 +35,7 @@ from relay.dc import DEFAULT_DCS, dc_address
 from relay.errors import HandshakeError, ListenError
 from relay.flow import HIGH_WATER, SCRATCH, Side, send
 from relay.metrics import Metrics
-from relay.tuning import tune_aes
+from relay.tuning import describe_aes, tune_aes
 
 log = logging.getLogger("kopir.relay")
 
@@ -112,7 +112,7 @@ class Relay:
         left listening) when one of them cannot be had."""
         loop = asyncio.get_running_loop()
         self.aes_speedup = tune_aes()
-        log.info("AES-GCM code runs %.2fx as fast as AES-CTR code here", self.aes_speedup)
+        log.info("upload keystreams: %s", describe_aes(self.aes_speedup))
         what, host, port = "clients", "", 0
         try:
             for host, port in self.settings.listen:

@@ -55,6 +55,13 @@ def tune_aes() -> float:
     return speedup
 
 
+def describe_aes(speedup: float) -> str:
+    """Which OpenSSL code computes bulk keystreams, given ``tune_aes``'s speed-up."""
+    if speedup >= GCM_PAYS:
+        return f"AES-GCM code past each stream's first MiB ({speedup:.1f}x AES-CTR's speed here)"
+    return f"AES-CTR code (AES-GCM code would be {speedup:.1f}x as fast here: not worth it)"
+
+
 @functools.cache
 def gcm_speedup() -> float:
     """CTR's time over GCM's for 256 KiB, the best of 5 runs each (well under a millisecond

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from relay import keystream
 from relay.keystream import Keystream, gcm_iv
-from relay.tuning import GCM_PAYS, gcm_speedup, tune_aes
+from relay.tuning import GCM_PAYS, describe_aes, gcm_speedup, tune_aes
 from tests.relay.fuzzkit import FUZZ
 
 TOP = 1 << 128
@@ -152,3 +152,5 @@ def test_tune_aes_enables_gcm_only_where_it_pays() -> None:
         keystream.use_gcm(previous)
     assert speedup == gcm_speedup() > 0
     assert enabled == (keystream.SWITCH_AFTER if speedup >= GCM_PAYS else None)
+    assert describe_aes(GCM_PAYS).startswith("AES-GCM code past each stream's first MiB (1.2x")
+    assert describe_aes(1.1).startswith("AES-CTR code (AES-GCM code would be 1.1x")

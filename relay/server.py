@@ -10,7 +10,7 @@ connection costs only its protocol object and two sockets). It goes through thre
 * **relay**: a second protocol talks to the DC. Upload is decrypted with the client's keystream
   and re-encrypted with ours; download uses fast mode and passes untouched (only wrapped in TLS
   records for ``ee`` clients). Each side pauses reading while the other side's write buffer is
-  above the high-water mark (zero, below), so a slow peer never makes memory grow;
+  above the high-water mark (zero: ``relay.flow``), so a slow peer never makes memory grow;
 * **mask**: a client that fails at any point before a valid handshake is connected to the mask
   host; every byte it sent so far is forwarded, then both directions are piped.
 

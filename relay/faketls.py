@@ -187,10 +187,8 @@ def wrap_parts(
     count = size // step
     full = count * step
     parts: list[bytes | memoryview] = [header] * (2 * count)
-    if count > 1:
+    if count:
         parts[1::2] = _slices(step, count)(view)  # cut in C, as RecordReader does
-    elif count:
-        parts[1] = view[:step]
     if full < size or not size:
         parts += (APPDATA_PREFIX + (size - full).to_bytes(2, "big"), view[full:])
     return parts
@@ -237,10 +235,7 @@ class RecordReader:
             rest = view[pos:]
             if count > 1:
                 count = _run_length(rest, stride, count)
-            if count > 1:
-                payloads += _slices(stride - RECORD_HEADER, count, RECORD_HEADER)(rest)
-            else:
-                payloads.append(rest[RECORD_HEADER:stride])
+            payloads += _slices(stride - RECORD_HEADER, count, RECORD_HEADER)(rest)
             pos += count * stride
         self._buffer += view[pos:]  # a partial record waits for the rest (at most one record)
         return payloads
@@ -290,8 +285,11 @@ def _columns(header: bytes, count: int) -> tuple[bytes, ...]:
 
 @functools.lru_cache(maxsize=512)  # ~3 MB at most: 512 x _MAX_RUN slices
 def _slices(size: int, count: int, skip: int = 0) -> _Cutter:
-    """A function of a view giving ``count`` (> 1) views of ``size`` bytes, each after
+    """A function of a view giving a tuple of ``count`` views of ``size`` bytes, each after
     ``skip`` bytes of the view (sliced in C, by one ``itemgetter``)."""
+    if count == 1:
+        one = slice(skip, skip + size)
+        return lambda view: (view[one],)  # itemgetter of one slice gives no tuple
     stride = skip + size
     starts = range(skip, count * stride, stride)
     return cast(_Cutter, operator.itemgetter(*(slice(at, at + size) for at in starts)))

@@ -59,7 +59,7 @@ class Keystream:
     """An AES-256-CTR keystream with ``update``/``update_into`` like ``cryptography``'s
     contexts (encrypting and decrypting are the same XOR)."""
 
-    __slots__ = ("_key", "_counter", "_pos", "_ctx", "_left", "_switch_after", "_segment", "engine")
+    __slots__ = ("_key", "_counter", "_pos", "_ctx", "_left", "_segment", "engine")
 
     def __init__(
         self,
@@ -75,11 +75,11 @@ class Keystream:
         self._counter = int.from_bytes(iv, "big")
         self._pos = 0
         self._ctx: Any = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
-        self._switch_after = _switch_after if switch_after == -1 else switch_after
+        after = _switch_after if switch_after == -1 else switch_after
         self._segment = segment
         self.engine = "ctr"
         """The OpenSSL code producing the keystream now: ``ctr`` or ``gcm``."""
-        self._left = _NEVER if self._switch_after is None else self._switch_after
+        self._left = _NEVER if after is None else after
 
     @property
     def position(self) -> int:
